@@ -1,0 +1,8 @@
+"""Stage 3: one PPO policy per reward-model variant (OpenRLHF on a GPU Ray cluster, or the local backend)."""
+
+from stages.s3_ppo.config import PPOConfig as Config
+from stages.s3_ppo.stage import jobs
+
+NAME = "ppo"
+FOLDER = "s3_ppo"
+__all__ = ["Config", "NAME", "FOLDER", "jobs"]

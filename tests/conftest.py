@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny models built locally, a model cache, a local Ray."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Ray binds a local cluster to the machine's network address unless told this is a single-machine setup; tests
+# keep every Ray process on loopback. (Set before any test module imports ray.)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Every Ray the tests start or join uses token authentication (the token lives in ~/.ray/auth_token).
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _model_cache(tmp_path_factory):
+    """Built models go to RLHF_STACK_CACHE (the Makefile sets it); a fresh temp folder otherwise."""
+    if not os.environ.get("RLHF_STACK_CACHE"):
+        os.environ["RLHF_STACK_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    from rlhf_stack.models import ModelSpec, resolve_model
+
+    return resolve_model(ModelSpec(source="tiny-random-llama"), REPO)
+
+
+@pytest.fixture(scope="session")
+def tiny_policy() -> Path:
+    from rlhf_stack.models import ModelSpec, resolve_model
+
+    return resolve_model(ModelSpec(source="tiny-random-llama", seed=1), REPO)
