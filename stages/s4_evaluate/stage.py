@@ -1,26 +1,115 @@
 """Stage 4: evaluate reward models and policies.
 
-reward_model(s) + policy(ies) -> evaluation (per-item scores and benchmark tables)
+reward_model(s) + policy(ies) -> evaluation (per-item scores and benchmark tables), one job per evaluated thing:
+
+    s4_evaluate/rm/<name>/        scores-<benchmark>.jsonl (per item: id, group, chosen[], rejected[] rewards),
+                                  results.json (every benchmark's numbers, the data used, limits)
+    s4_evaluate/alpaca_reference/ reference_outputs.json (when a model writes the AlpacaEval reference)
+    s4_evaluate/policy/<name>/    alpaca_eval/{model_outputs,annotations}.json (alpaca_eval's format),
+                                  mt_bench/{answers,judgments}.jsonl (FastChat's format), results.json
+
+<name> is an RM variant (its RM from s2_distill, its policy from s3_ppo), `initial` (the policy before PPO), or an
+extra model the evaluate section names. Adding a variant adds jobs without rerunning the others.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from rlhf_stack.pipeline import Job, JobContext
+from stages.s4_evaluate.data_sources import source_files
 
 if TYPE_CHECKING:
     from rlhf_stack.recipe import Recipe
 
 FOLDER = "s4_evaluate"
 KIND = "evaluation"
+REFERENCE_FOLDER = f"{FOLDER}/alpaca_reference"
+INITIAL = "initial"
+
+
+def rm_names(recipe: "Recipe") -> dict[str, str | None]:
+    """RMs to benchmark: variant name -> None (from s2_distill), extra name -> model alias."""
+    variants = list(recipe.distill.variants) if recipe.distill else []
+    return {**{v: None for v in variants}, **recipe.evaluate.reward_models}
+
+
+def policy_names(recipe: "Recipe") -> dict[str, str | None]:
+    """Policies to evaluate: variant -> None (from s3_ppo), `initial` / extra name -> model alias."""
+    out: dict[str, str | None] = {}
+    if recipe.ppo:
+        if recipe.evaluate.initial_policy:
+            out[INITIAL] = recipe.ppo.policy
+        variants = recipe.ppo.variants if recipe.ppo.variants is not None else list(recipe.distill.variants)
+        out.update({v: None for v in variants})
+    out.update(recipe.evaluate.policies)
+    return out
 
 
 def jobs(recipe: "Recipe") -> list[Job]:
     cfg = recipe.evaluate
-    key = {"evaluate": cfg.model_dump(mode="json"), "seed": recipe.seed}
-    return [Job(stage="evaluate", folder=FOLDER, kind=KIND, key=key, run=run)]
+    out = []
+    if cfg.rm_benchmarks and cfg.rm_benchmarks.sources():
+        bench = cfg.rm_benchmarks
+        files = tuple(f for name, src in bench.sources().items() for f in source_files(src, name, recipe.base_dir))
+        for name, alias in rm_names(recipe).items():
+            key: dict[str, Any] = {"rm_benchmarks": bench.model_dump(mode="json")}
+            if alias is not None:
+                key["model"] = recipe.models[alias].model_dump(mode="json")
+            out.append(Job(stage="evaluate", folder=f"{FOLDER}/rm/{name}", kind=KIND, key=key,
+                           run=partial(_run_rm, name=name, alias=alias),
+                           inputs=() if alias else (f"s2_distill/{name}",), files=files))
+    if cfg.alpaca_eval or cfg.mt_bench:
+        out.extend(_policy_jobs(recipe))
+    return out
 
 
-def run(ctx: JobContext) -> dict:
-    raise NotImplementedError("evaluate: under construction")
+def _policy_jobs(recipe: "Recipe") -> list[Job]:
+    cfg = recipe.evaluate
+    ae = cfg.alpaca_eval
+    files: tuple = ()
+    reference_inputs: tuple[str, ...] = ()
+    out = []
+    if ae:
+        files = source_files(ae.instructions, "alpaca_eval", recipe.base_dir)
+        for value in (ae.reference_outputs, ae.judge_template):
+            if value:
+                files += ((recipe.base_dir / value).expanduser(),)
+        if ae.reference_model:
+            ref_key = {"instructions": ae.instructions.model_dump(mode="json"), "max_new_tokens": ae.max_new_tokens,
+                       "model": recipe.models[ae.reference_model].model_dump(mode="json"),
+                       "engine": cfg.policy_engine.model_dump(mode="json"), "seed": recipe.seed}
+            out.append(Job(stage="evaluate", folder=REFERENCE_FOLDER, kind=KIND, key=ref_key, run=_run_reference,
+                           files=source_files(ae.instructions, "alpaca_eval", recipe.base_dir)))
+            reference_inputs = (REFERENCE_FOLDER,)
+    shared = cfg.model_dump(mode="json", include={"judge_engine", "policy_engine", "alpaca_eval", "mt_bench"})
+    shared["judge"] = recipe.models[cfg.judge].model_dump(mode="json") if cfg.judge else None
+    for name, alias in policy_names(recipe).items():
+        key = {**shared, "seed": recipe.seed}
+        if alias is not None:
+            key["model"] = recipe.models[alias].model_dump(mode="json")
+        inputs = reference_inputs + (() if alias else (f"s3_ppo/{name}",))
+        out.append(Job(stage="evaluate", folder=f"{FOLDER}/policy/{name}", kind=KIND, key=key,
+                       run=partial(_run_policy, name=name, alias=alias), inputs=inputs, files=files))
+    return out
+
+
+def _run_rm(ctx: JobContext, name: str, alias: str | None) -> dict:
+    from stages.s4_evaluate.rm_eval import evaluate_reward_model
+
+    model_dir = ctx.model(alias) if alias else ctx.input(f"s2_distill/{name}") / "checkpoint"
+    origin = f"model {alias}" if alias else f"s2_distill/{name}"
+    return evaluate_reward_model(ctx, name, model_dir, origin)
+
+
+def _run_reference(ctx: JobContext) -> dict:
+    from stages.s4_evaluate.policy_eval import write_reference_outputs
+
+    return write_reference_outputs(ctx)
+
+
+def _run_policy(ctx: JobContext, name: str, alias: str | None) -> dict:
+    from stages.s4_evaluate.policy_eval import evaluate_policy
+
+    return evaluate_policy(ctx, name, alias)

@@ -1,0 +1,160 @@
+"""Reading benchmark data: a hub dataset, a local file or folder in the same schema, or a built-in stand-in.
+
+The benchmarks' data is not shipped by any package and the hub may be unreachable, so a recipe says where the data
+is. `smoke` names the small sets in `stages/s4_evaluate/data/`, written by this project in the official schemas to
+exercise the code on a laptop; their numbers say nothing about a model and the report labels them so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlhf_stack.errors import Problem, RecipeError
+from stages.s4_evaluate.config import SMOKE, DataSource
+
+DATA_DIR = Path(__file__).parent / "data"
+SUFFIXES = (".json", ".jsonl", ".parquet")
+# benchmark -> (hub dataset id, official split, built-in stand-in file)
+BENCHMARKS = {
+    "rewardbench": ("allenai/reward-bench", "filtered", "rewardbench_smoke.jsonl"),
+    "rewardbench2": ("allenai/reward-bench-2", "test", "rewardbench2_smoke.jsonl"),
+    "rm_bench": ("THU-KEG/RM-Bench", "train", "rm_bench_smoke.jsonl"),
+    "alpaca_eval": ("tatsu-lab/alpaca_eval", "eval", "alpaca_eval_smoke.jsonl"),
+}
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    rows: list[dict[str, Any]]
+    description: str  # for the report: where the rows came from
+    stand_in: bool  # True for the project's smoke sets
+    total_rows: int  # before max_items
+
+
+def local_path(src: DataSource, base_dir: Path) -> Path | None:
+    """The file or folder a source names on disk, or None for the stand-ins and hub ids that are not paths."""
+    if src.source == SMOKE:
+        return None
+    path = Path(src.source).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    return path if path.exists() or _looks_like_path(src.source) else None
+
+
+def source_problems(src: DataSource, key: str, base_dir: Path) -> list[Problem]:
+    """What is wrong with a source, found without loading it (the hub is only contacted when the stage runs)."""
+    path = local_path(src, base_dir)
+    if src.source == SMOKE or (path is None and src.source.count("/") == 1):
+        return []  # stand-in, or a hub id
+    if path is None:
+        return [Problem(f"{key}.source", f"{src.source!r} is neither a local file/folder nor a hub dataset id",
+                        "give a path (relative to the recipe file), a hub id like org/name, or 'smoke'")]
+    if not path.exists():
+        return [Problem(f"{key}.source", f"{path} does not exist",
+                        "paths are relative to the recipe file; or give a hub id like org/name, or 'smoke'")]
+    if path.is_dir() and not data_files(path):
+        return [Problem(f"{key}.source", f"folder {path} holds no {', '.join(SUFFIXES)} files",
+                        "export the dataset with datasets' to_json/to_parquet into it")]
+    if path.is_file() and path.suffix not in SUFFIXES:
+        return [Problem(f"{key}.source", f"{path.name}: unsupported file type", f"use one of {', '.join(SUFFIXES)}")]
+    return []
+
+
+def data_files(path: Path) -> list[Path]:
+    """The files a local source reads, in a stable order."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
+
+
+def source_files(src: DataSource, benchmark: str, base_dir: Path) -> tuple[Path, ...]:
+    """Files whose content decides the data (their digests go into the job's hash)."""
+    if src.source == SMOKE:
+        return (DATA_DIR / BENCHMARKS[benchmark][2],)
+    path = local_path(src, base_dir)
+    return tuple(data_files(path)) if path is not None and path.exists() else ()
+
+
+def load_source(src: DataSource, benchmark: str, key: str, base_dir: Path) -> LoadedData:
+    """Every row of the source, limited to `max_items` round-robin over subsets.
+
+    Raises:
+        RecipeError: the data cannot be found or read; the message says how to provide it.
+    """
+    hub_id, official_split, smoke_file = BENCHMARKS[benchmark]
+    path = local_path(src, base_dir)
+    if src.source == SMOKE:
+        rows = read_rows(DATA_DIR / smoke_file)
+        description, stand_in = f"smoke-test stand-in ({smoke_file}, written by this project; not {hub_id})", True
+    elif path is not None:
+        if not path.exists():
+            raise RecipeError(key, [Problem(f"{key}.source", f"{path} does not exist", "check the path")])
+        rows = [row for f in data_files(path) for row in read_rows(f)]
+        description, stand_in = f"local copy {path}", False
+    else:
+        rows = _load_hub(src, official_split, key)
+        description = f"hub {src.source}" + (f" file {src.file}" if src.file else f" split {src.split or official_split}")
+        stand_in = False
+    if not rows:
+        raise RecipeError(key, [Problem(f"{key}.source", f"{description} holds no rows", "check the data")])
+    total = len(rows)
+    if src.max_items is not None and src.max_items < total:
+        rows = round_robin(rows, src.max_items)
+        description += f", limited to {len(rows)} of {total} items (round-robin over subsets)"
+    return LoadedData(rows=rows, description=description, stand_in=stand_in, total_rows=total)
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON list, JSON Lines or Parquet file."""
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        return pd.read_parquet(path).to_dict(orient="records")
+    text = path.read_text()
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    data = json.loads(text)
+    if isinstance(data, dict):  # one split saved as {"rows": [...]} or a single record
+        data = data.get("rows", [data])
+    return list(data)
+
+
+def round_robin(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """The first `count` rows taking one from each subset in turn, so a small budget still covers every subset."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[str(row.get("subset", row.get("domain", row.get("dataset", ""))))].append(row)
+    out: list[dict[str, Any]] = []
+    depth = 0
+    while len(out) < count:
+        for members in groups.values():
+            if depth < len(members) and len(out) < count:
+                out.append(members[depth])
+        depth += 1
+    return out
+
+
+def _load_hub(src: DataSource, official_split: str, key: str) -> list[dict[str, Any]]:
+    how = (f"download it on a connected machine, e.g. `datasets.load_dataset({src.source!r}, "
+           f"split={src.split or official_split!r}).to_json('data.jsonl')`, copy it here and set "
+           f"{key}.source to that file (or use 'smoke' for a smoke test)")
+    try:
+        if src.file:
+            from huggingface_hub import hf_hub_download
+
+            local = hf_hub_download(src.source, src.file, repo_type="dataset", revision=src.revision)
+            return read_rows(Path(local))
+        import datasets
+
+        ds = datasets.load_dataset(src.source, src.subset, split=src.split or official_split, revision=src.revision)
+        return [dict(row) for row in ds]
+    except Exception as e:  # offline, unknown dataset, gated, script dataset: the same advice applies
+        raise RecipeError(key, [Problem(f"{key}.source", f"cannot load {src.source!r} from the Hugging Face hub "
+                                        f"({type(e).__name__}: {str(e)[:200]})", how)]) from e
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith(("/", "./", "../", "~")) or source.count("/") > 1 or Path(source).suffix in SUFFIXES
