@@ -1,0 +1,85 @@
+"""The report's figures: PNG files of one fixed size, drawn with matplotlib's Agg backend (no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+WIDTH_IN, HEIGHT_IN, DPI = 8.0, 4.5, 100  # every figure is 800 x 450 pixels
+SIZE_PX = (int(WIDTH_IN * DPI), int(HEIGHT_IN * DPI))
+
+
+def _figure(ncols: int = 1):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI, squeeze=False)
+    return plt, fig, list(axes[0])
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)  # no bbox_inches="tight": it would change the pixel size
+    plt.close(fig)
+    return path
+
+
+def grouped_bars(path: Path, title: str, groups: Sequence[str], series: Mapping[str, Sequence[float | None]],
+                 ylabel: str) -> Path:
+    """One cluster of bars per group (e.g. a benchmark), one bar per series (e.g. an RM variant); None = no bar."""
+    plt, fig, (ax,) = _figure()
+    width = 0.8 / max(len(series), 1)
+    for k, (name, values) in enumerate(series.items()):
+        xs = [i + (k - (len(series) - 1) / 2) * width for i in range(len(groups))]
+        heights = [v if v is not None else 0.0 for v in values]
+        bars = ax.bar(xs, heights, width, label=name)
+        for bar, v in zip(bars, values):
+            if v is None:
+                bar.set_alpha(0.0)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(groups, rotation=15 if len(groups) > 4 else 0)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(plt, fig, path)
+
+
+def curves(path: Path, title: str, panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+           xlabel: str) -> Path:
+    """Side-by-side line plots: panel title -> series name -> (x values, y values)."""
+    plt, fig, axes = _figure(ncols=max(len(panels), 1))
+    for ax, (panel, series) in zip(axes, panels.items()):
+        for name, (xs, ys) in series.items():
+            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=name)
+        ax.set_title(panel)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(plt, fig, path)
+
+
+def histogram(path: Path, title: str, bin_edges: Sequence[float], counts: Sequence[int], xlabel: str) -> Path:
+    """A histogram from precomputed bins."""
+    plt, fig, (ax,) = _figure()
+    widths = [b - a for a, b in zip(bin_edges[:-1], bin_edges[1:])]
+    ax.bar(bin_edges[:-1], counts, width=widths, align="edge", edgecolor="black")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(plt, fig, path)
+
+
+def horizontal_bars(path: Path, title: str, values: Mapping[str, float], xlabel: str) -> Path:
+    """One bar per label (e.g. drops by reason), largest on top."""
+    plt, fig, (ax,) = _figure()
+    items = sorted(values.items(), key=lambda kv: kv[1])
+    ax.barh([k for k, _ in items], [v for _, v in items])
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(plt, fig, path)
