@@ -1,26 +1,178 @@
-"""Recipe section `ppo`: one policy per reward-model variant (OpenRLHF on a GPU cluster, or local)."""
+"""Recipe section `ppo`: one policy per reward-model variant (OpenRLHF on a GPU cluster, or local).
+
+Settings shared by both backends sit at the top level; `local` and `openrlhf` hold what only one backend reads.
+Every default of the stage lives here.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from rlhf_stack.config import StrictModel
+from ray_cluster.engine_config import EngineConfig
+from rlhf_stack.config import StrictModel, did_you_mean
+from rlhf_stack.errors import Problem
+
+if TYPE_CHECKING:
+    from rlhf_stack.recipe import Recipe
+
+CRITIC_FREE = ("reinforce", "group_norm", "rloo")
+GROUP_BASELINES = ("group_norm", "rloo")  # need several samples per prompt
+
+
+class LocalConfig(StrictModel):
+    """Backend `local`: one process, CPU or one GPU."""
+
+    rollout_engine: EngineConfig = EngineConfig(backend="hf")  # hf: transformers generate in-process; vllm: engines
+    micro_batch_samples: int = Field(8, ge=1)  # sequences per forward/backward pass (memory, not the math)
+    dtype: Literal["float32", "bfloat16"] = "float32"  # weights and optimizer of policy and critic
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
+    save_every_iterations: int = Field(10, ge=1)  # resumable state is written this often
+
+
+class RoleResources(StrictModel):
+    nodes: int = Field(1, ge=1)
+    gpus_per_node: int = Field(1, ge=1)
+
+    @property
+    def gpus(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+
+class OpenRLHFConfig(StrictModel):
+    """Backend `openrlhf`: OpenRLHF's Ray PPO, submitted as a Ray job."""
+
+    dashboard_url: str | None = None  # Ray Jobs API; default: http://<host of cluster.address>:8265
+    actor: RoleResources = RoleResources()
+    ref: RoleResources = RoleResources()
+    critic: RoleResources = RoleResources()
+    reward: RoleResources = RoleResources()
+    vllm_engines: int = Field(1, ge=1)
+    vllm_tensor_parallel_size: int = Field(1, ge=1)
+    vllm_gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
+    vllm_enforce_eager: bool = False
+    colocate_actor_ref: bool = False
+    colocate_critic_reward: bool = False
+    colocate_all: bool = False  # vLLM and every model share the actor's GPUs (hybrid engine)
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    param_dtype: Literal["bf16", "fp16"] = "bf16"
+    attn_implementation: Literal["flash_attention_2", "sdpa", "eager"] = "flash_attention_2"
+    gradient_checkpointing: bool = False
+    adam_offload: bool = False
+    micro_rollout_samples_per_gpu: int = Field(1, ge=1)
+    micro_train_samples_per_gpu: int = Field(1, ge=1)
+    checkpoint_every_steps: int | None = Field(None, ge=1)  # DeepSpeed checkpoints (resume); None: never
+    runtime_env: dict = {}  # merged over cluster.runtime_env for the PPO job (pip, env_vars, working_dir, ...)
+    job_timeout_s: float | None = Field(None, gt=0)  # None: wait as long as the job runs
+
+    @model_validator(mode="after")
+    def _colocation(self) -> "OpenRLHFConfig":
+        if self.colocate_all:
+            engines = self.vllm_engines * self.vllm_tensor_parallel_size
+            if engines != self.actor.gpus:
+                raise ValueError(
+                    f"colocate_all shares the actor's GPUs with vLLM, so vllm_engines x vllm_tensor_parallel_size "
+                    f"({self.vllm_engines} x {self.vllm_tensor_parallel_size} = {engines}) must equal "
+                    f"actor.nodes x actor.gpus_per_node ({self.actor.gpus})"
+                )
+        for flag, (a, b) in {"colocate_actor_ref": ("actor", "ref"),
+                             "colocate_critic_reward": ("critic", "reward")}.items():
+            first, second = getattr(self, a), getattr(self, b)
+            if (getattr(self, flag) or self.colocate_all) and first != second:
+                raise ValueError(f"{flag if getattr(self, flag) else 'colocate_all'} puts {a} and {b} on the same "
+                                 f"GPUs, so their nodes/gpus_per_node must match ({first} vs {second})")
+        if self.colocate_all and self.critic != self.actor:
+            raise ValueError(f"colocate_all puts every model on the actor's GPUs, so critic and reward must use the "
+                             f"actor's nodes/gpus_per_node ({self.actor}), not {self.critic}")
+        return self
 
 
 class PPOConfig(StrictModel):
     backend: Literal["local", "openrlhf"] = "local"
     policy: str  # model alias of the initial policy (also the reference model)
     variants: list[str] | None = None  # RM variants to train a policy for; default: all of distill.variants
+    # variant -> URL of a running `rlhf-stack serve-rm` for that RM: the route for an RM whose tokenizer differs
+    # from the policy's (rewards then come from text, and a gae critic starts from the policy)
+    reward_urls: dict[str, str] = {}
     estimator: Literal["gae", "reinforce", "group_norm", "rloo"] = "gae"
-    prompts_per_step: int = Field(8, ge=1)
+    prompts_per_step: int = Field(8, ge=1)  # prompts per rollout (one PPO iteration)
     samples_per_prompt: int = Field(1, ge=1)
+    samples_per_optimizer_step: int | None = Field(None, ge=1)  # default: every sample of the rollout at once
+    ppo_epochs: int = Field(1, ge=1)  # passes over each rollout
+    episodes: int = Field(1, ge=1)  # passes over the ppo prompts
     max_new_tokens: int = Field(128, ge=1)
-    episodes: int = Field(1, ge=1)
-    kl_coef: float = Field(0.05, ge=0)
+    max_length_tokens: int = Field(1024, ge=2)  # prompt + response; a longer prompt loses its beginning
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    kl_coef: float = Field(0.05, ge=0)  # 0: no reference model
+    kl_estimator: Literal["k1", "k2", "k3"] = "k1"
+    clip_eps: float = Field(0.2, gt=0)
+    value_clip: float = Field(0.5, gt=0)
+    gamma: float = Field(1.0, gt=0, le=1)
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    reward_clip: float = Field(10.0, gt=0)  # RM scores are clipped to [-reward_clip, reward_clip]
+    reward_scale: float = Field(1.0, gt=0)  # multiplies RM scores; for openrlhf it is folded into the RM head
+    whiten_rewards: bool = False  # standardize RM scores over each rollout (local backend only)
     actor_lr: float = Field(1e-6, gt=0)
     critic_lr: float = Field(9e-6, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    local: LocalConfig = LocalConfig()
+    openrlhf: OpenRLHFConfig = OpenRLHFConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PPOConfig":
+        if self.estimator in GROUP_BASELINES and self.samples_per_prompt < 2:
+            raise ValueError(f"estimator {self.estimator!r} compares samples of one prompt, so samples_per_prompt "
+                             f"must be at least 2 (got {self.samples_per_prompt})")
+        if self.max_new_tokens >= self.max_length_tokens:
+            raise ValueError(f"max_new_tokens ({self.max_new_tokens}) must be below max_length_tokens "
+                             f"({self.max_length_tokens}), which also holds the prompt")
+        if self.rollout_samples % self.optimizer_step_samples:
+            raise ValueError(f"samples_per_optimizer_step ({self.optimizer_step_samples}) must divide the samples "
+                             f"of a rollout, prompts_per_step x samples_per_prompt ({self.rollout_samples})")
+        return self
+
+    @property
+    def rollout_samples(self) -> int:
+        return self.prompts_per_step * self.samples_per_prompt
+
+    @property
+    def optimizer_step_samples(self) -> int:
+        return self.samples_per_optimizer_step or self.rollout_samples
+
+    @property
+    def uses_critic(self) -> bool:
+        return self.estimator not in CRITIC_FREE
+
+    def reward_url(self, variant: str) -> str | None:
+        """The RM server of `variant`, or None when its checkpoint is loaded directly."""
+        return self.reward_urls[variant] if variant in self.reward_urls else None
 
     def model_aliases(self) -> dict[str, str]:
         return {"ppo.policy": self.policy}
+
+    def check(self, recipe: "Recipe") -> list[Problem]:
+        """Rules that need other sections: variants exist in distill; backend-only settings fit the backend."""
+        problems = []
+        known = list(recipe.distill.variants) if recipe.distill is not None else []
+        for i, variant in enumerate(self.variants or []):
+            if variant not in known:
+                problems.append(Problem(f"ppo.variants.{i}", f"{variant!r} is not a distill variant",
+                                        did_you_mean(variant, known) or f"known: {', '.join(known)}"))
+        chosen = self.variants if self.variants is not None else known
+        for variant in self.reward_urls:
+            if variant not in chosen:
+                problems.append(Problem(f"ppo.reward_urls.{variant}", "not a variant this stage trains",
+                                        did_you_mean(variant, chosen) or f"variants: {', '.join(chosen)}"))
+        if self.backend == "openrlhf" and self.whiten_rewards:
+            problems.append(Problem("ppo.whiten_rewards", "the openrlhf backend cannot whiten rewards (its reward "
+                                    "normalization is corrupted on load in OpenRLHF 0.11.2)",
+                                    "use reward_scale, or estimator group_norm"))
+        if self.backend == "openrlhf" and self.reward_scale != 1.0 and self.reward_urls:
+            problems.append(Problem("ppo.reward_scale", f"{self.reward_scale:g} cannot be applied to the RM servers "
+                                    f"of {', '.join(self.reward_urls)} by OpenRLHF", "leave it at 1 with reward_urls"))
+        if self.local.rollout_engine.backend == "openai":
+            problems.append(Problem("ppo.local.rollout_engine.backend", "'openai' cannot serve the policy being "
+                                    "trained", "use 'hf' or 'vllm'"))
+        return problems

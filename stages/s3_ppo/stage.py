@@ -1,37 +1,78 @@
-"""Stage 3: train one policy per reward-model variant.
+"""Stage 3: train one policy per reward-model variant, all from the same initial policy, prompts and seed.
 
-prompts (ppo split) + reward_model -> policy (HF causal LM checkpoint)
+prompts (ppo split) + reward_model -> policy (HF causal LM checkpoint, metrics.jsonl, tensorboard/)
 """
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from typing import TYPE_CHECKING
 
 from rlhf_stack.pipeline import Job, JobContext
+from rlhf_stack.progress import Progress
+from stages.s3_ppo.checks import check_enough_prompts, check_same_tokenizer
+from stages.s3_ppo.value_models import check_reward_checkpoint
 
 if TYPE_CHECKING:
     from rlhf_stack.recipe import Recipe
 
 FOLDER = "s3_ppo"
 KIND = "policy"
+CHECKPOINT = "checkpoint"
+log = logging.getLogger("rlhf_stack")
 
 
 def jobs(recipe: "Recipe") -> list[Job]:
     cfg = recipe.ppo
     variants = cfg.variants if cfg.variants is not None else list(recipe.distill.variants)
+    unused_backend = "openrlhf" if cfg.backend == "local" else "local"
     key = {
-        "ppo": cfg.model_dump(mode="json", exclude={"variants"}),
+        "ppo": cfg.model_dump(mode="json", exclude={"variants", "reward_urls", unused_backend}),
         "policy": recipe.models[cfg.policy].model_dump(mode="json"),
         "data": recipe.data.model_dump(mode="json", exclude={"prompts"}),
         "seed": recipe.seed,
     }
     return [
-        Job(stage="ppo", folder=f"{FOLDER}/{v}", kind=KIND, key=key, run=partial(run, variant=v),
-            inputs=(f"s2_distill/{v}",), files=(recipe.prompts_path,))
+        Job(stage="ppo", folder=f"{FOLDER}/{v}", kind=KIND, key={**key, "reward_url": cfg.reward_url(v)},
+            run=partial(run, variant=v), inputs=(f"s2_distill/{v}",), files=(recipe.prompts_path,))
         for v in variants
     ]
 
 
 def run(ctx: JobContext, variant: str) -> dict:
-    raise NotImplementedError("ppo: under construction")
+    cfg = ctx.recipe.ppo
+    rm_dir = ctx.input(f"s2_distill/{variant}") / CHECKPOINT
+    reward_url = cfg.reward_url(variant)
+    policy_dir = ctx.model(cfg.policy)
+    if reward_url is None:
+        check_reward_checkpoint(rm_dir)
+        check_same_tokenizer(policy_dir, rm_dir, variant)
+    prompts = ctx.prompts("ppo")
+    check_enough_prompts(len(prompts), cfg.prompts_per_step)
+    if cfg.backend == "openrlhf":
+        from stages.s3_ppo.openrlhf_backend import run_openrlhf
+
+        return run_openrlhf(ctx, policy_dir=policy_dir, rm_dir=None if reward_url else rm_dir,
+                            reward_url=reward_url, prompts=prompts)
+    return _run_local(ctx, variant, policy_dir=policy_dir, rm_dir=None if reward_url else rm_dir,
+                      reward_url=reward_url, prompts=[p.prompt for p in prompts])
+
+
+def _run_local(ctx: JobContext, variant: str, *, policy_dir, rm_dir, reward_url, prompts: list[str]) -> dict:
+    from stages.s3_ppo.local_backend import LocalPPO, RewardSource, iterations_per_episode
+    from stages.s3_ppo.metrics import MetricsLog
+
+    cfg = ctx.recipe.ppo
+    total = iterations_per_episode(cfg, len(prompts)) * cfg.episodes
+    if ctx.dry_run:
+        log.info("ppo %s (dry run): %d iterations of %d samples on the local backend", variant, total,
+                 cfg.rollout_samples)
+        return {}
+    trainer = LocalPPO(cfg, policy_dir=policy_dir, reward=RewardSource(rm_dir, reward_url), prompts=prompts,
+                       work_dir=ctx.work_dir, seed=ctx.seed, cluster=ctx.cluster)
+    with MetricsLog(ctx.out_dir, trainer.start_iteration) as metrics, \
+            Progress(f"ppo {variant}", total=total - trainer.start_iteration) as progress:
+        summary = trainer.run(metrics, on_iteration=lambda i, record: progress.advance())
+    trainer.save_policy(ctx.out_dir / CHECKPOINT)
+    return summary

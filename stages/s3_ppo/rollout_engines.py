@@ -1,0 +1,44 @@
+"""The local backend's rollout engines: transformers `generate` in-process, or vLLM engines in Ray actors.
+
+Both take chat-rendered prompt ids and return response ids cut at the first EOS. The vLLM engines hold their own
+copy of the policy, so `refresh` hands them the updated weights after every iteration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from stages.s3_ppo.config import PPOConfig
+from stages.s3_ppo.rollout import generate_hf
+
+
+class HFEngine:
+    """transformers `generate` on the policy being trained: no copy, nothing to refresh (the baseline path)."""
+
+    def __init__(self, cfg: PPOConfig, policy, eos_id: int, pad_id: int):
+        self.cfg, self.policy, self.eos_id, self.pad_id = cfg, policy, eos_id, pad_id
+
+    def generate(self, prompts: list[list[int]], seed: int) -> tuple[list[list[int]], list[str]]:
+        # The caller seeds torch's global generator for the iteration; generate samples from it.
+        return generate_hf(self.policy, prompts, max_new_tokens=self.cfg.max_new_tokens,
+                           temperature=self.cfg.temperature, top_p=self.cfg.top_p, eos_id=self.eos_id,
+                           pad_id=self.pad_id)
+
+    def refresh(self, policy) -> None:
+        pass
+
+
+@contextmanager
+def open_rollout_engine(cfg: PPOConfig, policy, tokenizer, *, work_dir: Path, cluster, seed: int) -> Iterator:
+    """The engine `cfg.local.rollout_engine.backend` names, open for the duration of the run."""
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    if cfg.local.rollout_engine.backend == "hf":
+        yield HFEngine(cfg, policy, eos, pad)
+        return
+    from stages.s3_ppo.vllm_rollout import VLLMEngine
+
+    with VLLMEngine.open(cfg, policy, tokenizer, work_dir=work_dir, cluster=cluster, seed=seed) as engine:
+        yield engine

@@ -1,0 +1,117 @@
+"""The local PPO backend on tiny models: it learns, it resumes exactly, and the stage writes a policy artifact."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhf_stack.artifacts import read_manifest
+from rlhf_stack.errors import ArtifactError
+from rlhf_stack.runner import run_recipe
+from stages.s3_ppo.config import PPOConfig
+from stages.s3_ppo.local_backend import LocalPPO, RewardSource
+from stages.s3_ppo.metrics import MetricsLog, read_metrics
+from test_s3_support import build_frequency_rm, publish_reward_models
+
+REPO = Path(__file__).resolve().parents[2]
+PROMPTS = [json.loads(line)["prompt"] for line in (REPO / "recipes/data/tiny_prompts.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def frequency_rm(tiny_policy, tmp_path_factory) -> Path:
+    return build_frequency_rm(tiny_policy, tmp_path_factory.mktemp("rm") / "checkpoint")
+
+
+def _train(cfg: PPOConfig, policy: Path, rm: Path, out: Path, on_iteration=None) -> LocalPPO:
+    trainer = LocalPPO(cfg, policy_dir=policy, reward=RewardSource(rm, None), prompts=PROMPTS,
+                       work_dir=out / "_work", seed=0, cluster=None)
+    with MetricsLog(out, trainer.start_iteration) as metrics:
+        trainer.run(metrics, on_iteration=on_iteration)
+    return trainer
+
+
+@pytest.mark.parametrize("estimator, samples_per_prompt", [("gae", 1), ("group_norm", 2)])
+def test_mean_reward_rises_and_kl_stays_finite(tiny_policy, frequency_rm, tmp_path, estimator, samples_per_prompt):
+    # Every iteration samples all 24 prompts, so iterations differ only by the policy.
+    cfg = PPOConfig(policy="policy", estimator=estimator, prompts_per_step=24, samples_per_prompt=samples_per_prompt,
+                    samples_per_optimizer_step=8, ppo_epochs=2, max_new_tokens=16, episodes=8, kl_coef=0.01,
+                    actor_lr=1e-3, critic_lr=1e-3)
+    _train(cfg, tiny_policy, frequency_rm, tmp_path)
+    records = read_metrics(tmp_path)
+    assert [r["iteration"] for r in records] == list(range(8))
+    rewards = [r["reward_mean"] for r in records]
+    spread = records[0]["reward_std"] / math.sqrt(24 * samples_per_prompt)  # standard error of one iteration's mean
+    assert sum(rewards[-3:]) / 3 > rewards[0] + 2 * spread, rewards
+    assert all(math.isfinite(r["kl"]) and math.isfinite(r["policy_loss"]) for r in records)
+    assert records[-1]["kl"] > 0  # the policy moved away from the reference, by a finite amount
+    assert ("value_loss" in records[-1]) == (estimator == "gae")
+
+
+def test_a_killed_run_resumes_where_it_stopped(tiny_policy, frequency_rm, tmp_path):
+    cfg = PPOConfig(policy="policy", prompts_per_step=6, samples_per_optimizer_step=3, max_new_tokens=8,
+                    episodes=1, actor_lr=1e-3, critic_lr=1e-3, local={"save_every_iterations": 2})
+    whole = _train(cfg, tiny_policy, frequency_rm, tmp_path / "whole")
+
+    def kill_after_iteration_2(iteration, record):
+        if iteration == 2:  # its state was saved after iteration 1: iteration 2 is redone
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(cfg, tiny_policy, frequency_rm, tmp_path / "killed", on_iteration=kill_after_iteration_2)
+    resumed = _train(cfg, tiny_policy, frequency_rm, tmp_path / "killed")
+
+    assert resumed.start_iteration == 2
+    assert [r["iteration"] for r in read_metrics(tmp_path / "killed")] == [0, 1, 2, 3]
+    assert ([r["reward_mean"] for r in read_metrics(tmp_path / "killed")]
+            == [r["reward_mean"] for r in read_metrics(tmp_path / "whole")])
+    for a, b in zip(whole.policy.parameters(), resumed.policy.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.fixture
+def run_dir(tmp_path, tiny_policy, frequency_rm) -> Path:
+    publish_reward_models(tmp_path, {"binary_bt": frequency_rm})
+    return tmp_path
+
+
+def test_stage_publishes_a_policy_and_skips_when_current(run_dir):
+    from transformers import AutoModelForCausalLM
+
+    overrides = [f"run_dir={run_dir}", "ppo.variants=[binary_bt]"]
+    outcomes = run_recipe(REPO / "recipes/tiny.yaml", overrides, only="ppo")
+    folder = run_dir / "s3_ppo/binary_bt"
+    assert outcomes == {"s3_ppo/binary_bt": "ran"}
+    manifest = read_manifest(folder)
+    assert manifest.kind == "policy" and manifest.summary["backend"] == "local"
+    assert manifest.summary["iterations"] >= 1
+    records = read_metrics(folder)
+    assert len(records) == manifest.summary["iterations"]
+    assert {"iteration", "reward_mean", "kl", "entropy", "response_length", "policy_loss", "value_loss",
+            "tokens_per_s"} <= records[0].keys()
+    assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
+    policy = AutoModelForCausalLM.from_pretrained(folder / "checkpoint")
+    assert policy.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=2, do_sample=False).shape == (1, 5)
+
+    assert run_recipe(REPO / "recipes/tiny.yaml", overrides, only="ppo") == {"s3_ppo/binary_bt": "skipped"}
+
+
+def test_a_reward_model_with_another_tokenizer_is_refused_before_training(run_dir, frequency_rm):
+    from transformers import AutoTokenizer
+
+    checkpoint = run_dir / "other_tokenizer"
+    tokenizer = AutoTokenizer.from_pretrained(frequency_rm)
+    tokenizer.add_tokens(["<|tool|>"])
+    import shutil
+
+    shutil.copytree(frequency_rm, checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+    publish_reward_models(run_dir, {"binary_bt": checkpoint})
+
+    with pytest.raises(ArtifactError, match=r"does not share the policy's tokenizer.*vocabularies differ.*"
+                                            r"rlhf-stack serve-rm .*ppo\.reward_urls\.binary_bt"):
+        run_recipe(REPO / "recipes/tiny.yaml", [f"run_dir={run_dir}", "ppo.variants=[binary_bt]"], only="ppo")
+    assert not (run_dir / "s3_ppo/binary_bt/checkpoint").exists()
