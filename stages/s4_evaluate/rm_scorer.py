@@ -46,7 +46,8 @@ def load_reward_model(folder: Path, dtype: str = "auto", max_length_tokens: int 
         )
     tokenizer = AutoTokenizer.from_pretrained(folder)
     limit = max_length_tokens or getattr(model.config, "max_position_embeddings", None) or 4096
-    return RewardModel(model.eval(), tokenizer, int(limit))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return RewardModel(model.to(device).eval(), tokenizer, int(limit))
 
 
 def encode(rm: RewardModel, prompt: str, response: str) -> tuple[tuple[int, ...], bool]:
@@ -87,11 +88,12 @@ def score_sequences(rm: RewardModel, sequences: Sequence[Sequence[int]], tokens_
             for row, i in enumerate(batch):
                 ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
                 mask[row, : len(sequences[i])] = 1
+            ids, mask = ids.to(rm.model.device), mask.to(rm.model.device)
             hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state  # [b, t, h]
             last = mask.sum(dim=1) - 1  # [b]: the last real token (EOS)
-            values = rm.model.score(hidden[torch.arange(len(batch)), last]).squeeze(-1)  # [b]
-            for row, i in enumerate(batch):
-                rewards[i] = float(values[row].float())
+            values = rm.model.score(hidden[torch.arange(len(batch), device=ids.device), last]).squeeze(-1)  # [b]
+            for i, value in zip(batch, values.float().tolist()):
+                rewards[i] = value
             if on_batch:
                 on_batch(len(batch))
     return rewards
