@@ -2,34 +2,68 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
 from rlhf_stack.config import StrictModel
+from rlhf_stack.errors import Problem
+
+if TYPE_CHECKING:
+    from rlhf_stack.recipe import Recipe
+
+# Which margins each pair type has: the initial pair carries the teacher's raw pairwise scores, the refined pair
+# (y*_w, y_l) the self-calibrated score of the edit.
+MARGINS_OF_PAIRS = {"initial": ("none", "raw"), "refined": ("none", "calibrated")}
 
 
 class VariantConfig(StrictModel):
     pairs: Literal["initial", "refined"]  # initial: (y_w, y_l); refined: (y*_w, y_l)
-    margin: Literal["none", "raw", "calibrated"]  # raw: s_w - s_l; calibrated: s*_w - s_l
-    objective: Literal["bt", "margin_bt", "margin_mse", "soft_label"]  # no default: say which
-    sft_weight: float = Field(ge=0)  # generation regularizer on y_T (no default, METHOD.md D2)
-    kl_weight: float = Field(ge=0)
-    kl_temperature: float = Field(1.0, gt=0)
+    margin: Literal["none", "raw", "calibrated"]  # raw: s_w - s_l (initial pairs); calibrated: s*_w - s_l (refined)
+    objective: Literal["bt", "margin_bt", "margin_mse", "soft_label"]  # no default: say which (METHOD.md D8)
+    sft_weight: float = Field(ge=0)  # SFT on the teacher's answers y_T; no default (METHOD.md D2)
+    kl_weight: float = Field(ge=0)  # KL from the teacher's stored top-k distribution on y_T; no default
+    kl_temperature: float = Field(1.0, gt=0)  # T of the KL term, which is scaled by T^2
+    margin_scale: float = Field(1.0, gt=0)  # the margin is multiplied by this before the loss (1 = raw points)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "VariantConfig":
+        allowed = MARGINS_OF_PAIRS[self.pairs]
+        if self.margin not in allowed:
+            raise ValueError(
+                f"margin {self.margin!r} does not exist for {self.pairs} pairs; use one of {', '.join(allowed)}"
+            )
+        if self.objective == "bt" and self.margin != "none":
+            raise ValueError(f"objective 'bt' uses no margin, but margin is {self.margin!r}; set margin: none")
+        if self.objective != "bt" and self.margin == "none":
+            raise ValueError(
+                f"objective {self.objective!r} needs a margin; set margin: {allowed[1]} (or objective: bt)"
+            )
+        return self
 
 
 class DistillConfig(StrictModel):
-    base_model: str  # model alias; must share the policy's tokenizer
-    variants: dict[str, VariantConfig] = Field(min_length=1)
-    max_length_tokens: int = Field(1024, ge=16)
-    pairs_per_step: int = Field(16, ge=1)
-    micro_pairs_per_device: int = Field(4, ge=1)
-    num_processes: int = Field(1, ge=1)
-    zero_stage: Literal[0, 1, 2, 3] = 0
+    base_model: str  # model alias of the student backbone (a causal LM); must share the policy's tokenizer
+    variants: dict[str, VariantConfig] = Field(min_length=1)  # variant name -> what it trains on and how
+    max_length_tokens: int = Field(1024, ge=16)  # one limit for every variant; prompts are cut from the left
+    pairs_per_step: int = Field(16, ge=1)  # preference pairs per optimizer step, over all processes
+    micro_pairs_per_device: int = Field(4, ge=1)  # pairs per forward pass on one process
+    num_processes: int = Field(1, ge=1)  # data-parallel ranks; more than 1 (or a remote cluster) runs on Ray
+    # torch threads per rank; None: all cores for a single local rank, 1 for each Ray rank
+    cpus_per_process: int | None = Field(None, ge=1)
+    gpus_per_process: Literal[0, 1] = 0  # 1: each rank trains on one CUDA device
+    zero_stage: Literal[0, 1, 2, 3] = 0  # DeepSpeed ZeRO stage
     dtype: Literal["bf16", "fp32"] = "bf16"
+    gradient_checkpointing: bool = False
     lr: float = Field(1e-5, gt=0)
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)  # share of the steps with a linear warm-up
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
     epochs: float = Field(1.0, gt=0)
-    held_out_fraction: float = Field(0.1, ge=0, lt=1)
+    held_out_fraction: float = Field(0.1, ge=0, lt=1)  # share of prompts kept out of training, same for all variants
+    group_by_length: bool = True  # batch pairs of similar length together (less padding, faster)
+    checkpoint_every_steps: int = Field(50, ge=1)  # resumable training state in the job's _work folder
 
     @model_validator(mode="after")
     def _divisible(self) -> "DistillConfig":
@@ -41,5 +75,22 @@ class DistillConfig(StrictModel):
             )
         return self
 
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        return self.pairs_per_step // (self.micro_pairs_per_device * self.num_processes)
+
     def model_aliases(self) -> dict[str, str]:
         return {"distill.base_model": self.base_model}
+
+    def check(self, recipe: "Recipe") -> list[Problem]:
+        """Rules across sections: the KL term needs top-k logprobs from synthesis."""
+        problems = []
+        synthesize = recipe.synthesize
+        for name, variant in self.variants.items():
+            if variant.kl_weight > 0 and synthesize is not None and synthesize.teacher_top_logprobs == 0:
+                problems.append(Problem(
+                    f"distill.variants.{name}.kl_weight",
+                    f"{variant.kl_weight} needs the teacher's top-k logprobs, but synthesize.teacher_top_logprobs is 0",
+                    "set synthesize.teacher_top_logprobs (e.g. 20) or kl_weight: 0",
+                ))
+        return problems
