@@ -61,24 +61,23 @@ class ParagraphCount(Constraint):
         found = len(tx.paragraphs(text))
         if found == 0:
             return None
-        lead = len(text) - len(text.lstrip())
+        lead = len(text) - len(text.lstrip())  # leading blank lines stay as they are
         body = text[lead:]
         breaks = list(tx.PARAGRAPH_BREAK.finditer(body.rstrip()))
         if found > self.paragraphs:  # the surplus paragraphs join the last kept one, their lines kept
             for brk in reversed(breaks[self.paragraphs - 1 :]):
                 body = body[: brk.start()] + "\n" + body[brk.end() :]
             return text[:lead] + body
-        # Too few: split at line breaks inside paragraphs, else also at sentence ends, spread evenly.
-        end = len(body.rstrip())
-        inside = [m for m in tx.LINE_BREAK.finditer(body, 0, end)
-                  if not any(b.start() <= m.start() < b.end() for b in breaks)]
-        gaps = inside if len(inside) >= self.paragraphs - found else inside + list(tx.SENTENCE_GAP.finditer(body))
-        gaps.sort(key=lambda m: m.start())
+        # Too few: split at line breaks inside paragraphs, and only if those are too few also at sentence ends,
+        # choosing split points spread evenly over the text.
         need = self.paragraphs - found
+        inside = [m for m in tx.LINE_BREAK.finditer(body, 0, len(body.rstrip()))
+                  if not any(b.start() <= m.start() < b.end() for b in breaks)]
+        gaps = inside if len(inside) >= need else inside + list(tx.SENTENCE_GAP.finditer(body))
         if len(gaps) < need:
             return None
-        chosen = [gaps[(i + 1) * len(gaps) // (need + 1)] for i in range(need)]
-        for gap in reversed(chosen):
+        gaps.sort(key=lambda m: m.start())
+        for gap in reversed([gaps[(i + 1) * len(gaps) // (need + 1)] for i in range(need)]):
             body = body[: gap.start()] + "\n\n" + body[gap.end() :]
         return text[:lead] + body
 
