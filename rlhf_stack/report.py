@@ -255,7 +255,7 @@ def _alpaca_section(view: RunView, out: Path) -> list[str]:
     a = view.policy_eval[names[0]]["alpaca_eval"]
     judge = view.policy_eval[names[0]]["judge"]
     lines += [f"- Reference (output_1): `{a['reference']}` from {a['reference_source']}.",
-              f"- Instructions: {a['data']}" + (" (a stand-in, not AlpacaEval)" if a["stand_in"] else "") + ".",
+              f"- Instructions: {a['data']}; {a['n_instructions']} with a reference output.",
               f"- Judge: `{judge['model']}` ({judge['backend']}, temperature 0, seed {judge['seed']}), prompt "
               f"{a['judge_template']}; preference from the first token's logprobs of `m` / `M`, output order "
               f"randomized per instruction" + (", judged in both orders" if a["both_orders"] else "") + ".",
@@ -288,6 +288,8 @@ def _mt_section(view: RunView, out: Path) -> list[str]:
     lines += [f"- Data: {m['data']}; reference answers `{m['reference_answers']}` for math, reasoning and coding.",
               "- Single-answer grading 1-10 per turn; judgments without a `[[x]]` / `[x]` rating are excluded "
               "(counted under unparsed).", ""]
+    if not cats:
+        return lines + ["No judgment carried a rating, so there are no scores to plot.", ""]
     series = {n: [view.policy_eval[n]["mt_bench"]["categories"].get(c) for c in cats] for n in names}
     plots.grouped_bars(out / "mt_bench.png", "MT-Bench per category", cats, series, "score (1-10)")
     return lines + ["![MT-Bench](mt_bench.png)", ""]

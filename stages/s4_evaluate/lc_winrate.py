@@ -64,6 +64,7 @@ def _fit_soft_label_logistic(features, targets):
     """
     import numpy as np
     import sklearn
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.metrics import make_scorer
     from sklearn.model_selection import GroupKFold
@@ -82,6 +83,7 @@ def _fit_soft_label_logistic(features, targets):
     # penalty="l1" is spelled the way every scikit-learn release understands (1.8 deprecates it for l1_ratios).
     with sklearn.config_context(enable_metadata_routing=True), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)  # liblinear on degenerate data, e.g. all-equal labels
         scorer = make_scorer(soft_log_loss, response_method="predict_proba", greater_is_better=False)
         scorer = scorer.set_score_request(soft_label=True)
         model = LogisticRegressionCV(cv=GroupKFold(n_splits=N_SPLITS), scoring=scorer, penalty="l1",
