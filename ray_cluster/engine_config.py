@@ -17,16 +17,18 @@ class EngineConfig(StrictModel):
     max_model_len: int = Field(4096, ge=64)  # prompt + completion tokens
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     enforce_eager: bool = True  # skip torch.compile / CUDA graphs: fast start, a little slower decode
-    max_num_seqs: int = Field(64, ge=1)  # vLLM's concurrent sequences per engine
-    kv_cache_gib: float = Field(1.0, gt=0)  # CPU only: VLLM_CPU_KVCACHE_SPACE
+    max_num_seqs: int = Field(64, ge=1)  # sequences decoded together per engine (vLLM and hf)
+    kv_cache_gib: int = Field(1, ge=1)  # CPU only: VLLM_CPU_KVCACHE_SPACE (whole GiB)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)  # GPU only: share of GPU memory vLLM may take
     max_actor_restarts: int = Field(2, ge=0)  # an engine actor that dies is restarted this often
     # backend: openai
     base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
     api_key_env: str | None = None  # name of the environment variable holding the key (never the key itself)
-    served_model_name: str | None = None  # model name the server knows; default: the model's source
-    max_concurrency: int = Field(8, ge=1)
+    served_model_name: str | None = None  # model name the server knows; default: the model folder's path
+    max_concurrency: int = Field(8, ge=1)  # requests in flight at once
     request_timeout_s: float = Field(120, gt=0)
-    max_retries: int = Field(5, ge=0)
+    max_retries: int = Field(5, ge=0)  # on 429, 5xx, timeouts and dropped connections, with exponential backoff
+    retry_backoff_s: float = Field(1.0, ge=0)  # first wait; doubles per retry (a Retry-After header wins)
 
     @model_validator(mode="after")
     def _endpoint(self) -> "EngineConfig":
@@ -34,4 +36,9 @@ class EngineConfig(StrictModel):
             raise ValueError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1)")
         if self.backend != "openai" and self.base_url:
             raise ValueError(f"base_url is only used with backend 'openai', not {self.backend!r}")
+        if self.backend == "hf" and self.gpus_per_engine > 1:
+            raise ValueError(
+                f"backend 'hf' runs one model copy per engine on at most one GPU, but gpus_per_engine is "
+                f"{self.gpus_per_engine}; use backend 'vllm' for tensor parallelism or set gpus_per_engine: 1"
+            )
         return self
