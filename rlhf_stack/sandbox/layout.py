@@ -117,8 +117,7 @@ class Title(Constraint):
     title_words: ClassVar[int] = 4  # a repaired title is made of the answer's first words
 
     def check(self, text: str) -> bool:
-        first = text.strip().split("\n", 1)[0].strip()
-        return first.startswith("<<") and first.endswith(">>") and tx.word_count(first) > 0 and first.count("<<") == 1
+        return tx.is_title(text.strip().split("\n", 1)[0])
 
     def describe(self) -> str:
         return "Put a title on the first line, wrapped in double angle brackets, such as <<a short title>>."

@@ -51,6 +51,12 @@ def bullet_lines(text: str) -> list[re.Match]:
     return list(BULLET.finditer(text))
 
 
+def is_title(line: str) -> bool:
+    """Whether `line` is a title: one `<<...>>` holding at least one word, nothing around it."""
+    line = line.strip()
+    return line.startswith("<<") and line.endswith(">>") and line.count("<<") == 1 and word_count(line) > 0
+
+
 def unmarked(text: str) -> str:
     """`text` without the markdown emphasis stars, for comparisons that should ignore bold."""
     return text.replace("*", "")

@@ -173,7 +173,10 @@ class EndsWith(Constraint):
 
     def _fix(self, text: str) -> str:
         body = text.rstrip()
-        return f"{body} {self.phrase}" if body else self.phrase
+        if not body:
+            return self.phrase
+        last_line = body.rsplit("\n", 1)[-1]
+        return f"{body}\n{self.phrase}" if tx.is_title(last_line) else f"{body} {self.phrase}"  # titles stay whole
 
 
 def _quoted(words: tuple[str, ...]) -> str:

@@ -61,6 +61,7 @@ REPAIRS = [
     (StartsWith("Sure thing."), "\n\n- first\n- second", "Sure thing.\n- first\n- second"),
     (EndsWith("Hope this helps."), "All done.  \n", "All done. Hope this helps."),
     (EndsWith("Hope this helps."), "", "Hope this helps."),
+    (EndsWith("Hope this helps."), "<<Gears>>", "<<Gears>>\nHope this helps."),  # a title line stays whole
     (Title(), "Bicycle gears help riders climb.\nMore.",
      "<<Bicycle gears help riders>>\nBicycle gears help riders climb.\nMore."),
     (Title(), "", "<<Answer>>"),

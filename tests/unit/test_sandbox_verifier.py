@@ -92,9 +92,11 @@ def test_flips_happen_at_the_configured_rate_and_nest_across_levels():
 
 def test_gaussian_noise_has_the_configured_spread_and_no_bias():
     model = NoiseModel(NoiseConfig(score_sigma_points=0.5), seed=0)
-    errors = [model.pair(f"item{i}", 5.5, 5.5).first - 5.5 for i in range(N)]
-    assert abs(statistics.fmean(errors)) < 0.05
-    assert 0.45 < statistics.stdev(errors) < 0.55
+    pairs = [model.pair(f"item{i}", 5.5, 5.5) for i in range(N)]
+    for errors in ([p.first - 5.5 for p in pairs], [p.second - 5.5 for p in pairs]):
+        assert abs(statistics.fmean(errors)) < 0.05
+        assert 0.45 < statistics.stdev(errors) < 0.55
+    assert abs(statistics.correlation([p.first for p in pairs], [p.second for p in pairs])) < 0.05
     singles = [model.single(f"item{i}", 5.5) - 5.5 for i in range(N)]
     assert abs(statistics.fmean(singles)) < 0.05 and 0.45 < statistics.stdev(singles) < 0.55
 
