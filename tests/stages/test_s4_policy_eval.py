@@ -1,6 +1,7 @@
 """Stage s4 on a policy: AlpacaEval and MT-Bench with a tiny policy and a tiny judge on the transformers backend."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 FASTCHAT = REPO / "tests" / "fixtures" / "benchmarks" / "fastchat_data"
 
 
-def make_recipe(tmp_path: Path, run_name: str) -> "object":
+def make_recipe(tmp_path: Path, run_name: str, **evaluate) -> "object":
     raw = {
         "name": "s4policy", "run_dir": str(tmp_path / run_name), "cluster": {"address": "local", "num_cpus": 2},
         "models": {"policy": {"source": "tiny-random-llama", "seed": 1}, "judge": "tiny-random-llama"},
@@ -26,8 +27,9 @@ def make_recipe(tmp_path: Path, run_name: str) -> "object":
             "policy_engine": {"backend": "hf", "max_model_len": 2048}, "policies": {"pol": "policy"},
             # every token among the alternatives, so the random judge's m/M logprobs are always there
             "alpaca_eval": {"instructions": {"source": "smoke", "max_items": 6}, "max_new_tokens": 10,
-                            "top_logprobs": 2048},
+                            "top_logprobs": 2048, "reference_model": "judge"},
             "mt_bench": {"data": str(FASTCHAT), "max_new_tokens": 6, "judge_max_new_tokens": 6},
+            **evaluate,
         },
     }
     path = tmp_path / f"{run_name}.yaml"
@@ -50,7 +52,7 @@ def evaluated(tmp_path_factory):
 
 def test_alpaca_eval_annotations_are_complete_and_recompute(evaluated):
     recipe, outcome, _ = evaluated
-    assert outcome == {"s4_evaluate/policy/pol": "ran"}
+    assert outcome == {"s4_evaluate/alpaca_reference": "ran", "s4_evaluate/policy/pol": "ran"}
     folder = recipe.run_path / "s4_evaluate" / "policy" / "pol"
     results = json.loads((folder / "results.json").read_text())["alpaca_eval"]
     annotations = json.loads((folder / "alpaca_eval" / "annotations.json").read_text())
@@ -58,7 +60,7 @@ def test_alpaca_eval_annotations_are_complete_and_recompute(evaluated):
     assert len(annotations) == len(outputs) == results["n_instructions"] == 6
     for row, out in zip(annotations, outputs):
         assert {"instruction", "output_1", "output_2", "generator_1", "generator_2", "preference"} <= set(row)
-        assert row["generator_1"] == "smoke_reference" and row["generator_2"] == "pol" == out["generator"]
+        assert row["generator_1"] == "judge" and row["generator_2"] == "pol" == out["generator"]
         assert row["output_2"] == out["output"] and 1 <= row["preference"] <= 2
         assert row["is_switched_outputs"] == is_switched(row["instruction"], recipe.seed)
     recomputed = win_rate([a["preference"] for a in annotations])
@@ -87,16 +89,27 @@ def test_mt_bench_files_follow_fastchat_and_unrated_judgments_are_counted(evalua
         sum(j["score"] for j in rated) / len(rated))
 
 
-def test_a_second_run_skips_and_a_killed_run_reuses_finished_answers(evaluated):
-    from ray_cluster.session import shutdown
+def test_the_reference_model_wrote_the_reference_outputs_first(evaluated):
+    recipe, _, _ = evaluated
+    refs = json.loads((recipe.run_path / "s4_evaluate" / "alpaca_reference" / "reference_outputs.json").read_text())
+    assert len(refs) == 6 and {r["generator"] for r in refs} == {"judge"}
+    folder = recipe.run_path / "s4_evaluate" / "policy" / "pol"
+    annotations = json.loads((folder / "alpaca_eval" / "annotations.json").read_text())
+    assert [a["output_1"] for a in annotations] == [r["output"] for r in refs]
+    results = json.loads((folder / "results.json").read_text())["alpaca_eval"]
+    assert results["reference"] == "judge" and "model judge" in results["reference_source"]
 
+
+def test_a_second_run_skips_and_a_killed_run_reuses_finished_answers(evaluated):
     from stages.s4_evaluate.policy_eval import alpaca_answer_requests
 
     recipe, _, tmp = evaluated
-    assert run_jobs(recipe, jobs(recipe), {"evaluate"}) == {"s4_evaluate/policy/pol": "skipped"}
-
-    resumed = make_recipe(tmp, "resumed")
-    (job,) = jobs(resumed)
+    assert run_jobs(recipe, jobs(recipe), {"evaluate"}) == {"s4_evaluate/alpaca_reference": "skipped",
+                                                            "s4_evaluate/policy/pol": "skipped"}
+    resumed = make_recipe(tmp, "resumed", mt_bench=None)
+    shutil.copytree(recipe.run_path / "s4_evaluate" / "alpaca_reference",
+                    resumed.run_path / "s4_evaluate" / "alpaca_reference")  # the same config: finished already
+    job = next(j for j in jobs(resumed) if j.folder.endswith("/pol"))
     work = resumed.run_path / job.folder / "_work"
     work.mkdir(parents=True)
     (work / "job_key.json").write_text(json.dumps({"config_hash": config_hash(job, resumed.run_path)}))
@@ -106,9 +119,7 @@ def test_a_second_run_skips_and_a_killed_run_reuses_finished_answers(evaluated):
     (work / "generations.jsonl").write_text("".join(
         json.dumps({"id": k, "text": v, "finish_reason": "stop", "first_token_logprobs": None, "error": None}) + "\n"
         for k, v in kept.items()))
-    try:
-        run_jobs(resumed, jobs(resumed), {"evaluate"})
-    finally:
-        shutdown()
+    assert run_jobs(resumed, jobs(resumed), {"evaluate"}) == {"s4_evaluate/alpaca_reference": "skipped",
+                                                              "s4_evaluate/policy/pol": "ran"}
     outputs = json.loads((resumed.run_path / job.folder / "alpaca_eval" / "model_outputs.json").read_text())
-    assert sorted(o["output"] for o in outputs) == sorted(kept.values())
+    assert sorted(o["output"] for o in outputs) == sorted(kept.values())  # not asked again: only the judge ran
