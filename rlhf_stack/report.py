@@ -268,6 +268,8 @@ def _alpaca_section(view: RunView, out: Path) -> list[str]:
             lines.append(f"- `{n}`: LC WR moved far from WR (alpaca_eval would warn the GLM may have failed).")
     series = {"WR": [view.policy_eval[n]["alpaca_eval"]["win_rate"] for n in names],
               "LC WR": [view.policy_eval[n]["alpaca_eval"]["length_controlled_winrate"] for n in names]}
+    if all(v is None for values in series.values() for v in values):
+        return lines + ["", "No instruction was judged, so there is no win rate to plot.", ""]
     title = f"AlpacaEval 2 vs {a['reference']}" + (" (stand-in instructions)" if a["stand_in"] else "")
     plots.grouped_bars(out / "alpaca_eval.png", title, names, series, "win rate (%)")
     return lines + ["", "![AlpacaEval](alpaca_eval.png)", ""]

@@ -15,6 +15,7 @@ from typing import Any
 
 from ray_cluster.generation.types import GenerationRequest, Sampling
 from rlhf_stack.artifacts import read_manifest, write_json_atomic
+from rlhf_stack.models import BUILTIN_MODELS, local_path
 from rlhf_stack.pipeline import JobContext
 from rlhf_stack.records import write_jsonl
 from stages.s4_evaluate import alpacaeval as ae_rules
@@ -25,6 +26,15 @@ from stages.s4_evaluate.request_log import Answer, RequestLog
 
 log = logging.getLogger("rlhf_stack")
 RESULTS = "results.json"
+
+
+def model_dir_for(ctx: JobContext, alias: str, engine: Any) -> Path | None:
+    """The model's local folder; None for a model only an OpenAI-compatible server knows (served_model_name)."""
+    spec = ctx.recipe.models[alias]
+    remote = spec.source not in BUILTIN_MODELS and local_path(spec, ctx.recipe.base_dir) is None
+    if engine.backend == "openai" and engine.served_model_name and remote:
+        return None
+    return ctx.model(alias)
 
 
 def _key(text: str) -> str:
@@ -39,7 +49,7 @@ def evaluate_policy(ctx: JobContext, name: str, alias: str | None) -> dict[str, 
     """AlpacaEval and MT-Bench for the policy `name` (an s3_ppo variant, or the model `alias`)."""
     cfg = ctx.recipe.evaluate
     if alias is not None:
-        model_dir, origin, ppo_backend = ctx.model(alias), f"model {alias}", None
+        model_dir, origin, ppo_backend = model_dir_for(ctx, alias, cfg.policy_engine), f"model {alias}", None
     else:
         folder = ctx.input(f"s3_ppo/{name}")
         model_dir, origin = folder / "checkpoint", f"s3_ppo/{name}"
@@ -50,7 +60,7 @@ def evaluate_policy(ctx: JobContext, name: str, alias: str | None) -> dict[str, 
         return {}
     requests_log = RequestLog(ctx.work_dir / "generations.jsonl")
     answers = _policy_answers(ctx, requests_log, model_dir, name, ae, mt)
-    judge_dir = ctx.model(cfg.judge)
+    judge_dir = model_dir_for(ctx, cfg.judge, cfg.judge_engine)
     results: dict[str, Any] = {"kind": "policy", "name": name, "origin": origin, "ppo_backend": ppo_backend,
                                "judge": {"model": cfg.judge, "source": ctx.recipe.models[cfg.judge].source,
                                          "backend": cfg.judge_engine.backend, "temperature": 0.0, "seed": ctx.seed}}
@@ -71,7 +81,7 @@ def evaluate_policy(ctx: JobContext, name: str, alias: str | None) -> dict[str, 
     return summary
 
 
-def _run(ctx: JobContext, requests_log: RequestLog, model_dir: Path, engine: Any, model_name: str,
+def _run(ctx: JobContext, requests_log: RequestLog, model_dir: Path | None, engine: Any, model_name: str,
          requests: list[GenerationRequest], description: str) -> dict[str, Answer]:
     """Results of `requests`, starting the engines only when some are not finished yet."""
     if requests_log.missing(requests):
@@ -82,7 +92,7 @@ def _run(ctx: JobContext, requests_log: RequestLog, model_dir: Path, engine: Any
     return requests_log.run(None, requests, description)
 
 
-def _policy_answers(ctx: JobContext, requests_log: RequestLog, model_dir: Path, name: str,
+def _policy_answers(ctx: JobContext, requests_log: RequestLog, model_dir: Path | None, name: str,
                     ae: AlpacaInputs | None, mt: mt_rules.MTBenchData | None) -> dict[str, Answer]:
     cfg = ctx.recipe.evaluate
     first = (alpaca_answer_requests(ae.instructions, cfg.alpaca_eval.max_new_tokens, ctx.seed) if ae else []) + \
@@ -265,8 +275,9 @@ def write_reference_outputs(ctx: JobContext) -> dict[str, Any]:
     if ctx.dry_run:
         return {}
     requests = alpaca_answer_requests(rows, cfg.alpaca_eval.max_new_tokens, ctx.seed)
-    answers = _run(ctx, RequestLog(ctx.work_dir / "generations.jsonl"), ctx.model(alias), cfg.policy_engine,
-                   alias, requests, f"{alias}: AlpacaEval reference")
+    model_dir = model_dir_for(ctx, alias, cfg.policy_engine)
+    answers = _run(ctx, RequestLog(ctx.work_dir / "generations.jsonl"), model_dir, cfg.policy_engine, alias, requests,
+                   f"{alias}: AlpacaEval reference")
     out = [{"instruction": row["instruction"], "output": answers[req.id].text, "generator": alias,
             "dataset": row.get("dataset")} for row, req in zip(rows, requests) if answers[req.id].text is not None]
     write_json_atomic(ctx.out_dir / REFERENCE_FILE, out)

@@ -53,3 +53,4 @@ def test_rows_in_the_wrong_schema_are_an_error_naming_the_schema():
         to_items([{"prompt": "p", "chosen": ["a", "b"], "rejected": ["c"], "id": 1, "domain": "chat"}], "rm_bench",
                  "evaluate.rm_benchmarks.rm_bench")
     assert "3 chosen and 3 rejected" in str(err.value) and "3 styles" in str(err.value)
+
