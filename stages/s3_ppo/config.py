@@ -128,6 +128,10 @@ class PPOConfig(StrictModel):
         if self.max_new_tokens >= self.max_length_tokens:
             raise ValueError(f"max_new_tokens ({self.max_new_tokens}) must be below max_length_tokens "
                              f"({self.max_length_tokens}), which also holds the prompt")
+        engine = self.local.rollout_engine
+        if self.backend == "local" and engine.backend == "vllm" and engine.max_model_len < self.max_length_tokens:
+            raise ValueError(f"local.rollout_engine.max_model_len ({engine.max_model_len}) must hold "
+                             f"max_length_tokens ({self.max_length_tokens})")
         if self.rollout_samples % self.optimizer_step_samples:
             raise ValueError(f"samples_per_optimizer_step ({self.optimizer_step_samples}) must divide the samples "
                              f"of a rollout, prompts_per_step x samples_per_prompt ({self.rollout_samples})")

@@ -20,12 +20,14 @@ from pathlib import Path
 
 import torch
 
+from ray_cluster.generation.rendering import RenderedPrompt
+from rlhf_stack.errors import ArtifactError
 from stages.s3_ppo.config import PPOConfig
 from stages.s3_ppo.metrics import MetricsLog
 from stages.s3_ppo.policy_forward import action_logprobs, critic_values
 from stages.s3_ppo.ppo_math import advantages_and_returns, approx_kl, masked_mean, policy_loss, value_loss, whiten
 from stages.s3_ppo.rewards import CheckpointReward, HttpReward
-from stages.s3_ppo.rollout import Rollout, encode_prompts, pack
+from stages.s3_ppo.rollout import Rollout, pack, render_prompts
 from stages.s3_ppo.rollout_engines import open_rollout_engine
 from stages.s3_ppo.value_models import load_value_model
 
@@ -64,9 +66,15 @@ class LocalPPO:
                                    ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = getattr(torch, local.dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(policy_dir)
-        self.prompts, self.truncated_prompts = encode_prompts(self.tokenizer, prompts,
-                                                              cfg.max_length_tokens - cfg.max_new_tokens)
-        self.per_episode = iterations_per_episode(cfg, len(prompts))
+        self.prompts, self.truncated_prompts = render_prompts(self.tokenizer, prompts,
+                                                              max_length_tokens=cfg.max_length_tokens,
+                                                              max_new_tokens=cfg.max_new_tokens)
+        self.dropped_prompts = len(prompts) - len(self.prompts)
+        self.per_episode = iterations_per_episode(cfg, len(self.prompts))
+        if self.per_episode == 0:
+            raise ArtifactError(f"ppo: {self.dropped_prompts} of {len(prompts)} prompts do not fit "
+                                f"max_length_tokens ({cfg.max_length_tokens}) beside max_new_tokens "
+                                f"({cfg.max_new_tokens}); too few remain for one step of {cfg.prompts_per_step}")
         self.total_iterations = self.per_episode * cfg.episodes
 
         state = _latest_state(work_dir)
@@ -101,7 +109,7 @@ class LocalPPO:
     def _seed(self, iteration: int, salt: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + iteration * 7 + salt)
 
-    def _prompt_batch(self, iteration: int) -> list[list[int]]:
+    def _prompt_batch(self, iteration: int) -> list[RenderedPrompt]:
         episode, step = divmod(iteration, self.per_episode)
         order = torch.randperm(len(self.prompts), generator=torch.Generator().manual_seed(self.seed + episode))
         chosen = order[step * self.cfg.prompts_per_step: (step + 1) * self.cfg.prompts_per_step].tolist()
@@ -202,7 +210,7 @@ class LocalPPO:
                 torch.manual_seed(self.seed * 1_000_003 + iteration)
                 prompts = self._prompt_batch(iteration)
                 responses, reasons = engine.generate(prompts, seed=self.seed * 1_000_003 + iteration)
-                rollout = pack(prompts, responses, reasons, pad if pad is not None else eos)
+                rollout = pack([p.token_ids for p in prompts], responses, reasons, pad if pad is not None else eos)
                 rollout_s = time.perf_counter() - start
                 exp, stats = self._experience(rollout)
                 train_start = time.perf_counter()
@@ -219,7 +227,8 @@ class LocalPPO:
                     on_iteration(iteration, record)
         return {"backend": "local", "iterations": self.total_iterations,
                 "final_reward_mean": record["reward_mean"] if record else None,
-                "truncated_prompts": self.truncated_prompts, "device": str(self.device)}
+                "truncated_prompts": self.truncated_prompts, "dropped_prompts": self.dropped_prompts,
+                "device": str(self.device)}
 
     def save_state(self, next_iteration: int) -> None:
         """Writes the resumable state next to (then over) the previous one, so a kill never leaves none."""

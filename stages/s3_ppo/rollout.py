@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhf_stack.chat import prompt_ids, user_messages
+from ray_cluster.generation.rendering import RenderedPrompt, render
+from ray_cluster.generation.types import GenerationRequest, Sampling
 
 
 @dataclass(frozen=True)
@@ -33,19 +34,26 @@ class Rollout:
         return int(self.action_mask.sum())
 
 
-def encode_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int) -> tuple[list[list[int]], int]:
-    """Chat-rendered prompt ids (rlhf_stack.chat), keeping the last `max_prompt_tokens` of longer ones.
+def render_prompts(tokenizer, prompts: list[str], *, max_length_tokens: int,
+                   max_new_tokens: int) -> tuple[list[RenderedPrompt], int]:
+    """Chat-rendered prompts that leave room for `max_new_tokens` within `max_length_tokens`.
+
+    A longer prompt loses the start of its text (the project's one truncation rule,
+    `ray_cluster.generation.rendering`), so the vLLM engines render the kept messages to the same ids.
 
     Returns:
-        the ids and how many prompts were shortened.
+        the prompts that fit (possibly shortened) and how many were shortened; prompts that cannot fit even
+        shortened are left out.
     """
-    encoded, truncated = [], 0
-    for text in prompts:
-        ids = prompt_ids(tokenizer, user_messages(text))
-        if len(ids) > max_prompt_tokens:
-            ids, truncated = ids[-max_prompt_tokens:], truncated + 1
-        encoded.append(ids)
-    return encoded, truncated
+    rendered, shortened = [], 0
+    for i, text in enumerate(prompts):
+        request = GenerationRequest(id=str(i), messages=(("user", text),), sampling=Sampling(max_new_tokens),
+                                    overflow="truncate_left")
+        prompt = render(tokenizer, request, max_length_tokens)
+        if prompt is not None:
+            rendered.append(prompt)
+            shortened += prompt.truncated
+    return rendered, shortened
 
 
 def cut_at_eos(ids: list[int], eos_id: int) -> tuple[list[int], str]:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ray_cluster.generation.rendering import RenderedPrompt
 from stages.s3_ppo.config import PPOConfig
 from stages.s3_ppo.rollout import generate_hf
 
@@ -20,9 +21,9 @@ class HFEngine:
     def __init__(self, cfg: PPOConfig, policy, eos_id: int, pad_id: int):
         self.cfg, self.policy, self.eos_id, self.pad_id = cfg, policy, eos_id, pad_id
 
-    def generate(self, prompts: list[list[int]], seed: int) -> tuple[list[list[int]], list[str]]:
+    def generate(self, prompts: list[RenderedPrompt], seed: int) -> tuple[list[list[int]], list[str]]:
         # The caller seeds torch's global generator for the iteration; generate samples from it.
-        return generate_hf(self.policy, prompts, max_new_tokens=self.cfg.max_new_tokens,
+        return generate_hf(self.policy, [p.token_ids for p in prompts], max_new_tokens=self.cfg.max_new_tokens,
                            temperature=self.cfg.temperature, top_p=self.cfg.top_p, eos_id=self.eos_id,
                            pad_id=self.pad_id)
 
