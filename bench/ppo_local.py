@@ -1,0 +1,107 @@
+"""Local PPO backend speed: rollout tokens/s and seconds per iteration, vLLM rollouts against transformers ones.
+
+    python -m bench.ppo_local [--model smollm2-135m-instruct|tiny-random-llama|PATH] [--iterations 3]
+                              [--prompts-per-step 8] [--samples-per-prompt 2] [--max-new-tokens 64]
+
+Both runs train the same policy with the same RM, prompts, seed and settings; only `local.rollout_engine.backend`
+differs: `hf` (transformers `generate` on the policy in-process, the baseline a user would write) or `vllm` (the
+generation API's vLLM engine in a Ray actor, its weights reloaded after every update). The first iteration of each
+run is a warm-up and is not counted; the vLLM engine's start is reported apart. The RM is the policy's backbone
+with a seeded random head: its rewards mean nothing, its cost is real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+PROMPTS = Path(__file__).resolve().parents[1] / "recipes" / "data" / "tiny_prompts.jsonl"
+
+
+def reward_model(policy_dir: Path, out: Path) -> Path:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(policy_dir, num_labels=1)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(policy_dir).save_pretrained(out)
+    return out
+
+
+def prompts(count: int) -> list[str]:
+    base = [json.loads(line)["prompt"] for line in PROMPTS.read_text().splitlines()]
+    return [f"{base[i % len(base)]} (case {i})" for i in range(count)]
+
+
+def run(engine: str, policy: Path, rm: Path, args, workdir: Path) -> dict:
+    from rlhf_stack.sections import ClusterConfig
+    from stages.s3_ppo.config import PPOConfig
+    from stages.s3_ppo.local_backend import LocalPPO, RewardSource
+    from stages.s3_ppo.metrics import MetricsLog, read_metrics
+
+    cores = os.cpu_count() or 1
+    cfg = PPOConfig(policy="policy", prompts_per_step=args.prompts_per_step, samples_per_prompt=args.samples_per_prompt,
+                    max_new_tokens=args.max_new_tokens, max_length_tokens=1024, actor_lr=1e-6, critic_lr=1e-6,
+                    local={"rollout_engine": {"backend": engine, "cpus_per_engine": cores, "max_model_len": 1024},
+                           "dtype": args.dtype})
+    out = workdir / engine
+    trainer = LocalPPO(cfg, policy_dir=policy, reward=RewardSource(rm, None),
+                       prompts=prompts(args.prompts_per_step * (args.iterations + 1)), work_dir=out / "_work",
+                       seed=0, cluster=ClusterConfig(address="local", num_cpus=cores))
+    start = time.perf_counter()
+    with MetricsLog(out) as metrics:
+        trainer.run(metrics)
+    wall = time.perf_counter() - start
+    records = read_metrics(out)
+    timed = records[1:]  # the first iteration warms caches up
+    return {
+        "engine": engine,
+        "rollout_tokens_per_s": sum(r["tokens_per_s"] * r["rollout_s"] for r in timed) / sum(r["rollout_s"] for r in timed),
+        "rollout_s": sum(r["rollout_s"] for r in timed) / len(timed),
+        "s_per_iteration": sum(r["iteration_s"] for r in timed) / len(timed),
+        "start_s": wall - sum(r["iteration_s"] for r in records),  # engine start and weight copies outside iterations
+        "response_length": sum(r["response_length"] for r in timed) / len(timed),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--iterations", type=int, default=3, help="timed iterations per engine (after one warm-up)")
+    parser.add_argument("--prompts-per-step", type=int, default=8)
+    parser.add_argument("--samples-per-prompt", type=int, default=2)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    from ray_cluster.session import shutdown
+    from rlhf_stack.models import ModelSpec, resolve_model
+
+    policy = resolve_model(ModelSpec(source=args.model), Path.cwd())
+    with tempfile.TemporaryDirectory(prefix="bench-ppo-") as tmp:
+        rm = reward_model(policy, Path(tmp) / "rm")
+        try:
+            results = [run(engine, policy, rm, args, Path(tmp)) for engine in ("hf", "vllm")]
+        finally:
+            shutdown()
+    print(f"\nlocal PPO on {args.model} ({args.dtype}), {args.prompts_per_step} prompts x {args.samples_per_prompt} "
+          f"samples x <= {args.max_new_tokens} new tokens per iteration, {args.iterations} timed iterations, "
+          f"{os.cpu_count()} cores")
+    print(f"{'rollout engine':<15}{'rollout tok/s':>15}{'rollout s':>11}{'s/iteration':>13}{'start s':>9}{'resp len':>10}")
+    for r in results:
+        print(f"{r['engine']:<15}{r['rollout_tokens_per_s']:>15.1f}{r['rollout_s']:>11.2f}{r['s_per_iteration']:>13.2f}"
+              f"{r['start_s']:>9.1f}{r['response_length']:>10.1f}")
+    hf, vllm = results
+    print(f"vllm / hf: rollout tokens/s x{vllm['rollout_tokens_per_s'] / hf['rollout_tokens_per_s']:.2f}, "
+          f"seconds per iteration x{vllm['s_per_iteration'] / hf['s_per_iteration']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
