@@ -110,24 +110,18 @@ class JobClient:
         from ray.job_submission import JobSubmissionClient
 
         self.address = address
-        try:
+        with _cluster_errors(f"job server {address}: cannot connect", _FIX_REACH):
             with _hidden_env(_ADDRESS_ENV if address != "auto" else ()):
                 self._client = JobSubmissionClient(address)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise ClusterError(f"job server {address}: cannot connect ({_first_line(e)}); "
-                               f"{_FIX_AUTH if _is_auth_error(e) else _FIX_REACH}") from e
 
     def submit(self, entrypoint: str, runtime_env: dict[str, Any] | None = None, *,
                submission_id: str | None = None, metadata: dict[str, str] | None = None) -> str:
         """Submits a job and returns its id without waiting (the working_dir is uploaded first)."""
-        try:
+        fix = ("check the runtime environment: working_dir must exist and stay under Ray's package limit (keep "
+               "big folders out with `excludes`); pip packages must be installable on the cluster")
+        with _cluster_errors(f"job server {self.address}: the job was refused", fix):
             job_id = self._client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
                                              submission_id=submission_id, metadata=metadata)
-        except (ConnectionError, RuntimeError, ValueError, OSError) as e:
-            fix = _FIX_AUTH if _is_auth_error(e) else (
-                "check the runtime environment: working_dir must exist and stay under Ray's package limit "
-                "(keep big folders out with `excludes`); pip packages must be installable on the cluster")
-            raise ClusterError(f"job server {self.address}: the job was refused ({_first_line(e)}); {fix}") from e
         log.info("submitted Ray job %s to %s: %s", job_id, self.address, entrypoint)
         return job_id
 
@@ -152,18 +146,14 @@ class JobClient:
 
     def logs(self, job_id: str) -> str:
         """The job's whole log so far."""
-        try:
+        with _cluster_errors(f"Ray job {job_id}: cannot read its log from {self.address}", _FIX_REACH):
             return self._client.get_job_logs(job_id)
-        except (ConnectionError, RuntimeError) as e:
-            raise ClusterError(f"Ray job {job_id}: cannot read its log from {self.address} ({_first_line(e)})") from e
 
     def stop(self, job_id: str, wait_s: float = 30.0) -> str:
         """Asks the job to stop and waits up to `wait_s` for it to end; returns its last status."""
-        try:
+        with _cluster_errors(f"Ray job {job_id}: cannot stop it through {self.address}",
+                             f"stop it with `ray job stop --address {self.address} {job_id}`"):
             self._client.stop_job(job_id)
-        except (ConnectionError, RuntimeError) as e:
-            raise ClusterError(f"Ray job {job_id}: cannot stop it through {self.address} ({_first_line(e)}); "
-                               f"stop it with `ray job stop --address {self.address} {job_id}`") from e
         deadline = time.monotonic() + wait_s
         status = self.status(job_id)
         while status not in TERMINAL_STATUSES and time.monotonic() < deadline:
@@ -256,13 +246,13 @@ class JobClient:
             sink.write(text)
 
     def _details(self, job_id: str, missing_ok: bool = False):
-        try:
-            return self._client.get_job_info(job_id)
-        except (ConnectionError, RuntimeError) as e:
-            if missing_ok and "404" in str(e):
-                return None
-            raise ClusterError(f"Ray job {job_id}: cannot get its status from {self.address} "
-                               f"({_first_line(e)})") from e
+        with _cluster_errors(f"Ray job {job_id}: cannot get its status from {self.address}", _FIX_REACH):
+            try:
+                return self._client.get_job_info(job_id)
+            except RuntimeError as e:
+                if missing_ok and "status code 404" in str(e):
+                    return None
+                raise
 
 
 class _LogSink:
@@ -308,9 +298,17 @@ def _hidden_env(names: tuple[str, ...]):
         os.environ.update(saved)
 
 
-def _is_auth_error(error: BaseException) -> bool:
-    text = str(error)
-    return any(s in text for s in ("status code 401", "status code 403", "Unauthorized", "authentication"))
+@contextlib.contextmanager
+def _cluster_errors(what: str, fix: str):
+    """Turns the job client's exceptions into one ClusterError that says what failed and how to fix it."""
+    from ray.exceptions import AuthenticationError
+
+    try:
+        yield
+    except AuthenticationError as e:
+        raise ClusterError(f"{what}: the cluster refused our credentials ({_first_line(e)}); {_FIX_AUTH}") from e
+    except (RuntimeError, ValueError, OSError) as e:  # OSError covers ConnectionError and requests' errors
+        raise ClusterError(f"{what} ({_first_line(e)}); {fix}") from e
 
 
 def _first_line(error: BaseException | str) -> str:

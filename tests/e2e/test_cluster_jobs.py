@@ -177,3 +177,11 @@ def test_rlhf_stack_submit_follows_the_job_log(cluster, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Running entrypoint for job" in out and "rlhf-stack run recipes/r.yaml --set cluster.address=auto" in out
     assert "wall time per stage" in out and "SUCCEEDED" in out.splitlines()[-1]
+
+
+def test_a_client_without_the_token_is_told_how_to_get_in(cluster):
+    result = subprocess.run(
+        [PY, "-c", f"from ray_cluster.jobs import JobClient; JobClient({cluster.dashboard_url!r})"],
+        cwd=REPO, env={**os.environ, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "refused our credentials" in result.stderr and "RAY_AUTH_MODE=token" in result.stderr
