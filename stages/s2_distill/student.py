@@ -19,6 +19,12 @@ def last_token_index(attention_mask: Tensor) -> Tensor:
     return width - 1 - attention_mask.long().fliplr().argmax(dim=1)
 
 
+def is_right_padded(attention_mask: Tensor) -> bool:
+    """True when every row is real tokens followed only by pads. attention_mask: [n, L]."""
+    mask = attention_mask.long()
+    return bool((mask.cummin(dim=1).values == mask).all())
+
+
 def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
     """0, 1, 2, ... over the attended positions of each row (pads get 1, as OpenRLHF does). [n, L] -> [n, L]."""
     positions = attention_mask.long().cumsum(-1) - 1
@@ -60,12 +66,14 @@ class RewardStudent(nn.Module):
         Returns:
             rewards [r] in float32, and logits [t, V] (or None).
         """
-        hidden = self.backbone(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-            use_cache=False,
-        ).last_hidden_state  # [n, L, H]
+        if is_right_padded(attention_mask):
+            # Causal attention never lets a real token see the pads after it, so no padding mask is needed: the
+            # backbone takes the plain causal path (fused attention kernels instead of a materialized mask).
+            hidden = self.backbone(input_ids=input_ids, use_cache=False).last_hidden_state  # [n, L, H]
+        else:
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                                   position_ids=position_ids_from_mask(attention_mask),
+                                   use_cache=False).last_hidden_state
         rows = torch.arange(num_reward_rows, device=input_ids.device)
         last = last_token_index(attention_mask[:num_reward_rows])
         rewards = self.score(hidden[rows, last]).squeeze(-1).float()  # [r]

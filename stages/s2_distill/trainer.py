@@ -60,29 +60,47 @@ def _train(s: TrainSettings, data: TrainData, rank: int) -> RankResult:
     backbone_prefix = student.backbone_prefix
     model = ds.initialize(student, s)
     state = ds.load_checkpoint(model, s.work_dir)
-    start = state["step"] if state else 0
-    log = MetricsLog(s.work_dir / METRICS, keep_steps=start, writer=rank == 0)
 
     def forward(batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         return model(batch.input_ids, batch.attention_mask, 2 * batch.num_pairs, batch.lm_rows, batch.lm_cols)
 
-    micro_rows = 2 * s.micro_pairs
     if state is None:
         model.eval()
-        base_lm_loss = answers_lm_loss(forward, data.held_out_answers, micro_rows, s.pad_token_id, device)
-        model.train()
-    else:
-        base_lm_loss = state["base_lm_loss"]
+        state = {"step": 0, "base_lm_loss": answers_lm_loss(forward, data.held_out_answers, 2 * s.micro_pairs,
+                                                             s.pad_token_id, device)}
+    log = MetricsLog(s.work_dir / METRICS, keep_steps=state["step"], writer=rank == 0)
+    model.train()
+    _run_steps(model, forward, s, data, rank, device, state, log)
+
+    model.eval()
+    final, verify_rows, verify_rewards = _evaluate(forward, s, data, device)
+    final["held_out_lm_loss_before"] = state["base_lm_loss"]
+    weights = ds.full_state_dict(model, s.zero_stage)  # collective under ZeRO-3
+    result = RankResult(metrics=log.lines, final=final)
+    if rank == 0 and s.out_dir is not None:
+        from stages.s2_distill.export import export_reward_model
+        from stages.s2_distill.tokenizers import load_student_tokenizer
+
+        result.export = export_reward_model(
+            weights, head_init, model_dir=s.model_dir, tokenizer=load_student_tokenizer(s.model_dir),
+            out_dir=s.out_dir / "checkpoint", dtype=s.dtype, backbone_prefix=backbone_prefix,
+            verify_rows=verify_rows, expected_rewards=verify_rewards)
+    ds.barrier()
+    return result
+
+
+def _run_steps(model, forward, s: TrainSettings, data: TrainData, rank: int, device: torch.device,
+               state: dict[str, Any], log: "MetricsLog") -> None:
+    """The optimizer steps after state["step"], each over this rank's micro-batches of the plan."""
     plan = step_plan([p.length for p in data.train], s.pairs_per_step, s.micro_pairs, s.world_size, s.num_steps,
                      s.seed, s.group_by_length)
-    model.train()
-    for step in range(start, s.num_steps):
+    for step in range(state["step"], s.num_steps):
         began = time.perf_counter()
         sums: dict[str, float] = {}
         for micro in plan[step][rank]:
             batch = collate([data.train[i] for i in micro], s.pad_token_id, s.answers).to(device)
             loss, parts = step_loss(forward, batch, s)
-            if not ds.all_finite(loss):
+            if not ds.all_finite(loss):  # every rank stops together, before a bad update
                 raise TrainingError(_non_finite_message(step + 1, parts, s))
             model.backward(loss)
             model.step()
@@ -90,37 +108,23 @@ def _train(s: TrainSettings, data: TrainData, rank: int) -> RankResult:
                 sums[k] = sums.get(k, 0.0) + v / len(plan[step][rank])
         keys = sorted(sums)
         means = dict(zip(keys, ds.all_reduce_mean([sums[k] for k in keys], device), strict=True))
-        seconds = time.perf_counter() - began
         log.append({"step": step + 1, **means, "lr": model.get_lr()[0],
-                    "pairs_per_s": s.pairs_per_step / seconds})
+                    "pairs_per_s": s.pairs_per_step / (time.perf_counter() - began)})
         if (step + 1) % s.checkpoint_every_steps == 0 or step + 1 == s.num_steps:
-            ds.save_checkpoint(model, s.work_dir, step + 1, {"step": step + 1, "base_lm_loss": base_lm_loss})
+            ds.save_checkpoint(model, s.work_dir, step + 1, {"step": step + 1, "base_lm_loss": state["base_lm_loss"]})
 
-    model.eval()
-    final = {"held_out_lm_loss_before": base_lm_loss,
-             "held_out_lm_loss": answers_lm_loss(forward, data.held_out_answers, micro_rows, s.pad_token_id, device)}
-    rewards = {}
+
+def _evaluate(forward, s: TrainSettings, data: TrainData,
+              device: torch.device) -> tuple[dict[str, Any], list[list[int]], list[float]]:
+    """Held-out metrics, plus sequences and their rewards for checking the exported checkpoint against."""
+    final: dict[str, Any] = {"held_out_lm_loss": answers_lm_loss(forward, data.held_out_answers,
+                                                                 2 * s.micro_pairs, s.pad_token_id, device)}
     for kind, pairs in data.held_out.items():
         chosen, rejected = pair_rewards(forward, pairs, s.micro_pairs, s.pad_token_id, device)
         final[kind] = pair_metrics(chosen, rejected, [p.teacher_margin for p in pairs])
-        rewards[kind] = chosen
-    verify_pairs = data.held_out[data.own_pairs][:VERIFY_SEQUENCES] or data.train[:VERIFY_SEQUENCES]
-    if not data.held_out[data.own_pairs]:
-        rewards[data.own_pairs] = pair_rewards(forward, verify_pairs, s.micro_pairs, s.pad_token_id, device)[0]
-    state_dict = ds.full_state_dict(model, s.zero_stage)  # collective under ZeRO-3
-    result = RankResult(metrics=log.lines, final=final)
-    if rank == 0 and s.out_dir is not None:
-        from stages.s2_distill.export import export_reward_model
-        from stages.s2_distill.tokenizers import load_student_tokenizer
-
-        result.export = export_reward_model(
-            state_dict, head_init, model_dir=s.model_dir, tokenizer=load_student_tokenizer(s.model_dir),
-            out_dir=s.out_dir / "checkpoint", dtype=s.dtype, backbone_prefix=backbone_prefix,
-            verify_rows=[p.chosen for p in verify_pairs],
-            expected_rewards=rewards[data.own_pairs][: len(verify_pairs)],
-        )
-    ds.barrier()
-    return result
+    verify = (data.held_out[data.own_pairs] or data.train)[:VERIFY_SEQUENCES]
+    rewards = pair_rewards(forward, verify, s.micro_pairs, s.pad_token_id, device)[0]
+    return final, [p.chosen for p in verify], rewards
 
 
 def step_loss(forward, batch: Batch, s: TrainSettings) -> tuple[torch.Tensor, dict[str, float]]:

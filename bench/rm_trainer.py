@@ -1,0 +1,185 @@
+"""Reward-model training throughput: the distill stage's trainer vs TRL's `RewardTrainer`, in one run.
+
+    python -m bench.rm_trainer [--model smollm2-135m-instruct|tiny-random-llama|PATH] [--pairs 96]
+                               [--pairs-per-step 8] [--micro-pairs 4] [--max-length 512] [--dtype bf16|fp32]
+
+Both trainers get the same model, the same token ids (chat-template prompt, response, EOS; response lengths
+spread like real preference data), the same micro-batch, pairs per step, optimizer (AdamW), learning rate and
+dtype, and a Bradley-Terry loss. TRL runs twice: with its defaults (gradient checkpointing on) and with gradient
+checkpointing off. Each trainer runs in its own process so its peak memory is its own. The first optimizer step
+is a warm-up and is not timed. Prints pairs/s and peak memory of each, and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CORPUS_MODULES = ("argparse", "collections", "functools", "json", "pathlib", "random", "statistics", "textwrap",
+                  "typing", "itertools", "logging", "unittest")
+
+
+def make_pairs(model_dir: Path, count: int, max_length: int, seed: int = 0) -> list[dict]:
+    """Token ids of (chosen, rejected) pairs: real text, prompt 16-128 tokens, responses log-uniform 8-400."""
+    import importlib
+    import inspect
+
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from rlhf_stack import chat
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    text = "\n".join(inspect.getdoc(obj) or "" for name in CORPUS_MODULES
+                     for _, obj in sorted(vars(importlib.import_module(name)).items()) if callable(obj))
+    corpus = tok(text, add_special_tokens=False)["input_ids"]
+    rng = np.random.default_rng(seed)
+
+    def span(n: int) -> list[int]:
+        start = int(rng.integers(0, len(corpus) - n))
+        return corpus[start: start + n]
+
+    def response_length() -> int:
+        return int(np.exp(rng.uniform(np.log(8), np.log(400))))
+
+    pairs = []
+    for _ in range(count):
+        prompt = chat.prompt_ids(tok, chat.user_messages(tok.decode(span(int(rng.integers(16, 128))))))
+        rows = [(prompt + span(response_length()) + [tok.eos_token_id])[-max_length:] for _ in range(2)]
+        pairs.append({"chosen_ids": rows[0], "rejected_ids": rows[1]})
+    return pairs
+
+
+def peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def run_ours(args, pairs: list[dict], work: Path) -> dict:
+    import torch
+
+    from stages.s2_distill.encode import EncodedPair
+    from stages.s2_distill.launch import free_port
+    from stages.s2_distill.settings import TrainSettings
+    from stages.s2_distill.tokenizers import load_student_tokenizer
+    from stages.s2_distill.trainer import TrainData, train_rank
+
+    tok = load_student_tokenizer(args.model_dir)
+    train = [EncodedPair(str(i), p["chosen_ids"], p["rejected_ids"], None, 0.0) for i, p in enumerate(pairs)]
+    steps = len(pairs) // args.pairs_per_step
+    settings = TrainSettings(
+        model_dir=args.model_dir, work_dir=work, out_dir=None, objective="bt", sft_weight=0.0, kl_weight=0.0,
+        kl_temperature=1.0, pad_token_id=tok.pad_token_id, num_steps=steps, pairs_per_step=args.pairs_per_step,
+        micro_pairs=args.micro_pairs, world_size=1, zero_stage=0, dtype=args.dtype,
+        device="cuda" if torch.cuda.is_available() else "cpu", gradient_checkpointing=False, lr=1e-5,
+        lr_schedule="constant", warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, group_by_length=True,
+        checkpoint_every_steps=10**9, seed=0,
+    )
+    data = TrainData(train=train, held_out={"initial": []}, held_out_answers=[], own_pairs="initial")
+    result = train_rank(settings, data, rank=0, master_addr="127.0.0.1", master_port=free_port())
+    seconds = sum(args.pairs_per_step / line["pairs_per_s"] for line in result.metrics[1:])
+    return {"pairs_per_s": (steps - 1) * args.pairs_per_step / seconds, "final_loss": result.metrics[-1]["loss"]}
+
+
+def run_trl(args, pairs: list[dict], work: Path, gradient_checkpointing: bool) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, TrainerCallback
+    from trl import RewardConfig, RewardTrainer
+
+    from stages.s2_distill.tokenizers import load_student_tokenizer
+
+    tok = load_student_tokenizer(args.model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(args.model_dir, num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tok.pad_token_id
+    step_times: list[float] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, *a, **kw):
+            self.began = time.perf_counter()
+
+        def on_step_end(self, *a, **kw):
+            step_times.append(time.perf_counter() - self.began)
+
+    config = RewardConfig(
+        output_dir=str(work), per_device_train_batch_size=args.micro_pairs,
+        gradient_accumulation_steps=args.pairs_per_step // args.micro_pairs,
+        max_steps=len(pairs) // args.pairs_per_step, learning_rate=1e-5, lr_scheduler_type="constant",
+        bf16=args.dtype == "bf16", gradient_checkpointing=gradient_checkpointing, max_length=args.max_length,
+        save_strategy="no", report_to=[], logging_steps=10**9, dataloader_num_workers=0, seed=0,
+        use_cpu=not torch.cuda.is_available(), max_grad_norm=1.0,
+    )
+    trainer = RewardTrainer(model=model, args=config, processing_class=tok,
+                            train_dataset=Dataset.from_list(pairs), callbacks=[StepTimer()])
+    out = trainer.train()
+    return {"pairs_per_s": (len(step_times) - 1) * args.pairs_per_step / sum(step_times[1:]),
+            "final_loss": out.training_loss}
+
+
+def worker(args) -> None:
+    pairs = json.loads(Path(args.data).read_text())
+    with tempfile.TemporaryDirectory() as work:
+        if args.worker == "ours":
+            result = run_ours(args, pairs, Path(work))
+        else:
+            result = run_trl(args, pairs, Path(work), gradient_checkpointing=args.worker == "trl")
+    result["peak_memory_mb"] = peak_memory_mb()
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--pairs", type=int, default=96)
+    parser.add_argument("--pairs-per-step", type=int, default=8)
+    parser.add_argument("--micro-pairs", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--worker", choices=("ours", "trl", "trl_no_checkpointing"), help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+
+    from rlhf_stack.models import ModelSpec, resolve_model
+
+    model_dir = resolve_model(ModelSpec(source=args.model), Path.cwd())
+    pairs = make_pairs(model_dir, args.pairs, args.max_length)
+    lengths = sorted(len(p["chosen_ids"]) for p in pairs) + sorted(len(p["rejected_ids"]) for p in pairs)
+    print(f"{args.model}: {args.pairs} pairs, sequence lengths {min(lengths)}-{max(lengths)} tokens, "
+          f"{args.pairs_per_step} pairs/step, micro-batch {args.micro_pairs} pairs, {args.dtype}")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "pairs.json"
+        data.write_text(json.dumps(pairs))
+        for name in ("ours", "trl", "trl_no_checkpointing"):
+            cmd = [sys.executable, "-m", "bench.rm_trainer", "--worker", name, "--data", str(data),
+                   "--model-dir", str(model_dir), *sys.argv[1:]]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode or not line:
+                sys.exit(f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            results[name] = json.loads(line[0][len("RESULT "):])
+    labels = {"ours": "distill trainer (DeepSpeed)", "trl": "TRL RewardTrainer (defaults)",
+              "trl_no_checkpointing": "TRL RewardTrainer, no grad. ckpt"}
+    print(f"{'trainer':<34} {'pairs/s':>8} {'peak MB':>9} {'final loss':>11}")
+    for name, r in results.items():
+        print(f"{labels[name]:<34} {r['pairs_per_s']:8.2f} {r['peak_memory_mb']:9.0f} {r['final_loss']:11.4f}")
+    for name in ("trl", "trl_no_checkpointing"):
+        ratio = results["ours"]["pairs_per_s"] / results[name]["pairs_per_s"]
+        print(f"speed-up vs {labels[name]}: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
