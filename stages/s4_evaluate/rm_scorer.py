@@ -52,12 +52,23 @@ def load_reward_model(folder: Path, dtype: str = "auto", max_length_tokens: int 
 
 def encode(rm: RewardModel, prompt: str, response: str) -> tuple[tuple[int, ...], bool]:
     """Token ids of prompt + response + EOS, and whether prompt tokens were cut on the left to fit."""
-    p = prompt_ids(rm.tokenizer, user_messages(prompt))
-    r = response_ids(rm.tokenizer, response)
-    room = rm.max_length_tokens - len(r)
-    if len(p) <= room:
-        return tuple(p + r), False
-    return tuple((p[-room:] if room > 0 else []) + r)[-rm.max_length_tokens:], True
+    return _fit(prompt_ids(rm.tokenizer, user_messages(prompt)), response_ids(rm.tokenizer, response),
+                rm.max_length_tokens)
+
+
+def encode_many(rm: RewardModel, pairs: Sequence[tuple[str, str]]) -> list[tuple[tuple[int, ...], bool]]:
+    """`encode` for many (prompt, response) pairs: each prompt rendered once, responses tokenized in one call."""
+    prompts = {p: prompt_ids(rm.tokenizer, user_messages(p)) for p in dict.fromkeys(p for p, _ in pairs)}
+    responses = rm.tokenizer([r for _, r in pairs], add_special_tokens=False)["input_ids"] if pairs else []
+    eos = rm.tokenizer.eos_token_id
+    return [_fit(prompts[p], ids + [eos], rm.max_length_tokens) for (p, _), ids in zip(pairs, responses)]
+
+
+def _fit(prompt: list[int], response: list[int], max_length: int) -> tuple[tuple[int, ...], bool]:
+    room = max_length - len(response)
+    if len(prompt) <= room:
+        return tuple(prompt + response), False
+    return tuple((prompt[-room:] if room > 0 else []) + response)[-max_length:], True
 
 
 def plan_batches(lengths: Sequence[int], tokens_per_batch: int) -> list[list[int]]:
@@ -102,6 +113,8 @@ def score_sequences(rm: RewardModel, sequences: Sequence[Sequence[int]], tokens_
 def score_items(rm: RewardModel, items: Sequence[RMItem], tokens_per_batch: int,
                 description: str = "reward scores") -> tuple[list[dict[str, Any]], int]:
     """Per-item records {"id", "group", "chosen": [r...], "rejected": [r...]} and the number of truncated sequences."""
+    pairs = [(item.prompt, answer) for item in items for answer in (*item.chosen, *item.rejected)]
+    encoded = iter(encode_many(rm, pairs))
     index: dict[tuple[int, ...], int] = {}
     truncated: set[int] = set()
     slots = []  # per item: (chosen sequence indices, rejected sequence indices)
@@ -109,8 +122,8 @@ def score_items(rm: RewardModel, items: Sequence[RMItem], tokens_per_batch: int,
         sides = []
         for answers in (item.chosen, item.rejected):
             refs = []
-            for answer in answers:
-                ids, cut = encode(rm, item.prompt, answer)
+            for _ in answers:
+                ids, cut = next(encoded)
                 k = index.setdefault(ids, len(index))
                 if cut:
                     truncated.add(k)

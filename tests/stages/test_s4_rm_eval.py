@@ -100,3 +100,16 @@ def test_a_model_without_a_score_head_is_refused(tiny_model):
 
     with pytest.raises(ModelError, match="saved `score` head"):
         load_reward_model(tiny_model)
+
+
+def test_batch_encoding_equals_one_at_a_time_and_cuts_only_the_prompt(tiny_rm):
+    from stages.s4_evaluate.rm_scorer import encode, encode_many, load_reward_model
+
+    rm = load_reward_model(tiny_rm, max_length_tokens=40)
+    long_prompt = "Explain why the sky is blue, in detail please. " * 6
+    pairs = [("Hi?", "Hello there."), (long_prompt, "Because of scattering."), ("Hi?", ""), (long_prompt, "x " * 60)]
+    assert encode_many(rm, pairs) == [encode(rm, p, r) for p, r in pairs]
+    ids, cut = encode(rm, long_prompt, "Because of scattering.")
+    assert cut and len(ids) == 40 and ids[-1] == rm.tokenizer.eos_token_id
+    assert rm.tokenizer.decode(ids).endswith("Because of scattering." + rm.tokenizer.eos_token)
+    assert encode(rm, "Hi?", "Hello there.")[1] is False
