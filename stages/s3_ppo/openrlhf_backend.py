@@ -63,7 +63,7 @@ def run_openrlhf(ctx: JobContext, *, policy_dir: Path, rm_dir: Path | None, rewa
     if reward_model is not None and reward_model != rm_dir.resolve():
         write_scaled_reward_model(rm_dir, reward_model, cfg.reward_scale)
     check_cluster_gpus(ctx.cluster, needed, gpus_per_node_needed(cfg))
-    job_id, logs = _run_job(ctx, entrypoint(argv, python="python3"))
+    job_id, logs = run_job(ctx, entrypoint(argv, python="python3"))
     records = metrics_from_logs(logs)
     with MetricsLog(out) as metrics:
         for record in records:
@@ -119,7 +119,7 @@ def dashboard_url(cluster: ClusterConfig, configured: str | None) -> str:
     return f"http://{host}:{DASHBOARD_PORT}"
 
 
-def _run_job(ctx: JobContext, command: str) -> tuple[str, list[Path]]:
+def run_job(ctx: JobContext, command: str) -> tuple[str, list[Path]]:
     """Submits (or re-attaches to) the PPO job and waits for it; returns its id and every attempt's log."""
     cfg = ctx.recipe.ppo.openrlhf
     address = dashboard_url(ctx.cluster, cfg.dashboard_url)
