@@ -249,6 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker nodes beside the head")
     parser.add_argument("--cpus-per-node", type=int, default=1)
     args = parser.parse_args(argv)
+    # Ctrl-C or a plain `kill` stops the nodes too (a shell may have started us with SIGINT ignored).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
     with LocalCluster(num_workers=args.workers, cpus_per_node=args.cpus_per_node) as cluster:
         print(f"Ray cluster on 127.0.0.1: {1 + args.workers} node(s)\n"
               f"  GCS address (cluster.address): {cluster.address}\n"
