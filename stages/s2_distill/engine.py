@@ -26,9 +26,14 @@ def init_distributed(rank: int, world_size: int, master_addr: str, master_port: 
     """
     # The CPU build JIT-compiles a small op on first use (~26 s); keep it in the project cache.
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_root() / "torch_extensions"))
-    os.environ.setdefault("DS_ACCELERATOR", device)
+    os.environ["DS_ACCELERATOR"] = device
     import deepspeed
     import torch.distributed as dist
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() != device:  # DeepSpeed picks its accelerator once per process
+        raise RuntimeError(f"this process already runs DeepSpeed on {get_accelerator().device_name()!r}; "
+                           f"train on {device!r} in another process")
 
     if dist.is_initialized():
         if dist.get_world_size() != world_size or dist.get_rank() != rank:

@@ -103,7 +103,7 @@ data:
   prompts: {REPO / "recipes/data/tiny_prompts.jsonl"}
 synthesize:
   teacher: teacher
-  generators: [policy]
+  generators: [policy, teacher]
 distill:
   base_model: policy
   variants:
@@ -274,6 +274,18 @@ def test_bf16_training_exports_bf16_weights(tmp_path, s1_artifact):
     distill(recipe)
     assert weights(tmp_path, "binary_bt")["score.weight"].dtype == torch.bfloat16
     assert summary(tmp_path, "binary_bt")["held_out_accuracy"] >= 0.8
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_rank_trains_in_bf16_with_zero2(tmp_path, s1_artifact):
+    """Run alone on a GPU machine (`-k cuda`): DeepSpeed picks one accelerator per process."""
+    recipe = make_recipe(tmp_path, s1_artifact, {"rm_distiller": RM_DISTILLER},
+                         ["distill.gpus_per_process=1", "distill.dtype=bf16", "distill.zero_stage=2"])
+    distill(recipe)
+    s = summary(tmp_path, "rm_distiller")
+    assert s["held_out_accuracy"] >= 0.8 and s["held_out_lm_loss"] < s["held_out_lm_loss_before"] - 0.5
+    assert weights(tmp_path, "rm_distiller")["score.weight"].dtype == torch.bfloat16
 
 
 def test_kl_refuses_a_teacher_with_another_tokenizer_before_training(tmp_path, s1_artifact, tiny_model):

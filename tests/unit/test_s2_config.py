@@ -28,7 +28,7 @@ def recipe_file(tmp_path: Path, distill: str, top_logprobs: int = 20) -> Path:
 name: t
 models: {{teacher: tiny-random-llama, policy: tiny-random-llama}}
 data: {{prompts: {PROMPTS}}}
-synthesize: {{teacher: teacher, generators: [policy], teacher_top_logprobs: {top_logprobs}}}
+synthesize: {{teacher: teacher, generators: [policy, teacher], teacher_top_logprobs: {top_logprobs}}}
 distill:
   base_model: policy
 {distill}
