@@ -289,7 +289,11 @@ def _mt_section(view: RunView, out: Path) -> list[str]:
     lines = ["## MT-Bench", ""] + _table(["policy", "turn 1", "turn 2", "overall"] + cats + ["unparsed"], rows)
     lines += [f"- Data: {m['data']}; reference answers `{m['reference_answers']}` for math, reasoning and coding.",
               "- Single-answer grading 1-10 per turn; judgments without a `[[x]]` / `[x]` rating are excluded "
-              "(counted under unparsed).", ""]
+              "(counted under unparsed)."]
+    if any(view.policy_eval[n]["mt_bench"].get("constrained_rating") for n in names):
+        lines.append("- The judge's output was constrained to an explanation ending in `[[1-10]]` (structured "
+                     "outputs), unlike FastChat's free-form judging: scores are not comparable to published ones.")
+    lines.append("")
     if not cats:
         return lines + ["No judgment carried a rating, so there are no scores to plot.", ""]
     series = {n: [view.policy_eval[n]["mt_bench"]["categories"].get(c) for c in cats] for n in names}

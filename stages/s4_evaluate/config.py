@@ -65,6 +65,9 @@ class MTBenchConfig(StrictModel):
     max_new_tokens: int = Field(1024, ge=1)  # per answer turn
     judge_max_new_tokens: int = Field(2048, ge=1)
     category_temperatures: bool = True  # FastChat's sampling temperatures per category; False: greedy everywhere
+    # Constrain the judge's output to a short explanation ending in [[1-10]] (structured outputs), so a small local
+    # judge always gives a rating; a deviation from FastChat's free-form protocol, stated in the report.
+    constrain_rating: bool = False
 
 
 class EvaluateConfig(StrictModel):

@@ -27,6 +27,7 @@ CATEGORY_TEMPERATURES = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "ma
 _RATING = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 _RATING_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
 UNPARSED = -1.0  # FastChat's score for a judgment without a rating
+RATING_REGEX = r"[^\[\]]{0,500}\[\[(10|[1-9])\]\]"  # constrain_rating: an explanation without brackets, then [[x]]
 
 
 @dataclass(frozen=True)

@@ -160,8 +160,9 @@ def _alpaca_judge_requests(ctx: JobContext, ae: AlpacaInputs, answers: dict[str,
 
 def _mt_judge_requests(ctx: JobContext, mt: mt_rules.MTBenchData,
                        answers: dict[str, Answer]) -> list[GenerationRequest]:
-    sampling = Sampling(max_new_tokens=ctx.recipe.evaluate.mt_bench.judge_max_new_tokens, temperature=0.0,
-                        seed=ctx.seed)
+    cfg = ctx.recipe.evaluate.mt_bench
+    sampling = Sampling(max_new_tokens=cfg.judge_max_new_tokens, temperature=0.0, seed=ctx.seed,
+                        regex=mt_rules.RATING_REGEX if cfg.constrain_rating else None)
     out = []
     for q in mt.questions:
         turns = [answers.get(f"mt:{q['question_id']}:{t}") for t in (1, 2)]
@@ -262,6 +263,7 @@ def _mt_results(ctx: JobContext, mt: mt_rules.MTBenchData, answers: dict[str, An
     write_jsonl(ctx.out_dir / "mt_bench" / "answers.jsonl", answer_rows)
     write_jsonl(ctx.out_dir / "mt_bench" / "judgments.jsonl", judgments)
     return {**mt_rules.aggregate(judgments), "data": mt.description, "reference_answers": mt.reference_set,
+            "constrained_rating": ctx.recipe.evaluate.mt_bench.constrain_rating,
             "n_questions": len(mt.questions), "total_questions": mt.total_questions,
             "n_unanswered_questions": unanswered, "n_judge_errors": judge_errors,
             "answers_file": "mt_bench/answers.jsonl", "judgments_file": "mt_bench/judgments.jsonl"}

@@ -57,3 +57,14 @@ def test_limit_takes_categories_in_turn_and_is_reported():
 def test_missing_reference_set_is_a_recipe_error(tmp_path):
     with pytest.raises(RecipeError, match="gpt-4.jsonl is missing"):
         load_mt_bench(MTBenchConfig(data=str(FIXTURE), reference_answers="gpt-4"), Path("."))
+
+
+def test_the_rating_constraint_only_admits_outputs_that_parse():
+    import re
+
+    from stages.s4_evaluate.mt_bench import RATING_REGEX
+
+    for text, rating in [("Clear and correct. [[9]]", 9.0), ("[[10]]", 10.0), ("Weak.\nRating: [[2]]", 2.0)]:
+        assert re.fullmatch(RATING_REGEX, text) and parse_rating(text) == rating
+    for text in ["[[11]]", "Good [[0]]", "no rating", "[[7]] and more"]:
+        assert not re.fullmatch(RATING_REGEX, text)
