@@ -1,11 +1,20 @@
-"""Recipe section `synthesize`: the teacher's pair synthesis (METHOD.md steps 1-5)."""
+"""Recipe section `synthesize`: the teacher's pair synthesis (METHOD.md steps 1-6). Defaults follow METHOD.md §10,
+except where METHOD.md §14 asks for a fix (greedy calibrated scoring, D9)."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from ray_cluster.engine_config import EngineConfig
 from rlhf_stack.config import StrictModel
+from rlhf_stack.errors import Problem
+
+if TYPE_CHECKING:
+    from rlhf_stack.recipe import Recipe
+
+OPENAI_MAX_TOP_LOGPROBS = 20  # the most top_logprobs the OpenAI API accepts
 
 
 class SamplingConfig(StrictModel):
@@ -16,22 +25,67 @@ class SamplingConfig(StrictModel):
     max_new_tokens: int = Field(256, ge=1)
 
 
+_SAMPLED = dict(temperature=0.7, top_p=0.8, top_k=20)  # METHOD.md §10: responses, refinement
+
+
 class SynthesizeConfig(StrictModel):
     teacher: str  # model alias from `models`
     teacher_engine: EngineConfig = EngineConfig()
     generators: list[str] = Field(min_length=1)  # model aliases that write candidate answers
-    generator_engine: EngineConfig = EngineConfig()
+    generator_engine: EngineConfig = EngineConfig()  # a generator that is also the teacher uses teacher_engine
     responses_per_generator: int = Field(1, ge=1)
-    candidate_sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.8, top_k=20, max_new_tokens=256)
+    judge: Literal["llm"] = "llm"  # who plays the judging roles (pair scores, refinement, calibrated score)
+    score_format: Literal["regex", "free"] = "regex"  # regex: constrained decoding makes scores parseable
+    score_from: Literal["text", "expectation"] = "text"  # expectation: probability-weighted over score tokens
+    score_top_logprobs: int = Field(20, ge=2)  # alternatives read per score token (score_from: expectation)
+    structured_refinement: bool = True  # constrain the refinement to its tag layout (regex)
+    refine_max_chars: int | None = Field(None, ge=1)  # with structured_refinement: longest block, in characters
+    candidate_sampling: SamplingConfig = SamplingConfig(**_SAMPLED, max_new_tokens=1024)
     judge_sampling: SamplingConfig = SamplingConfig(max_new_tokens=20)
-    answer_sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.8, top_k=20, max_new_tokens=256)
-    refine_sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.8, top_k=20, max_new_tokens=512)
+    answer_sampling: SamplingConfig = SamplingConfig(**_SAMPLED, max_new_tokens=1024)  # y_T
+    refine_sampling: SamplingConfig = SamplingConfig(**_SAMPLED, max_new_tokens=2048)
     calibrate_sampling: SamplingConfig = SamplingConfig(max_new_tokens=20)
+    rmboost_sampling: SamplingConfig = SamplingConfig(**_SAMPLED, max_new_tokens=1024)
+    parse_retries: int = Field(2, ge=0)  # an answer that does not parse is asked again this often, then dropped
+    retry_temperature: float = Field(0.7, gt=0)  # greedy requests are re-asked at this temperature
     teacher_top_logprobs: int = Field(20, ge=0)  # top-k logprobs kept per y_T token for the KL term; 0 = none
-    min_score_gap: float = Field(0.0, ge=0)  # drop pairs whose averaged scores differ by less
-    parse_retries: int = Field(2, ge=0)  # a judgment that does not parse is asked again this often, then dropped
+    drop_position_flips: bool = True  # drop pairs whose winner changes with the presentation order
+    tie_tolerance: float = Field(0.0, ge=0)  # averaged score gaps at or below this are ties (always dropped)
+    min_score_gap: float = Field(0.0, ge=0)  # drop pairs whose averaged gap is smaller
+    rmboost: bool = False  # also make RMBoost baseline pairs (the teacher rewrites y_T better or worse)
 
     def model_aliases(self) -> dict[str, str]:
         refs = {"synthesize.teacher": self.teacher}
         refs.update({f"synthesize.generators.{i}": g for i, g in enumerate(self.generators)})
         return refs
+
+    def check(self, recipe: "Recipe") -> list[Problem]:
+        problems = []
+        if self.refine_max_chars is not None and not self.structured_refinement:
+            problems.append(Problem("synthesize.refine_max_chars", "only applies with structured_refinement: true",
+                                    "remove it or set structured_refinement: true"))
+        if len(set(self.generators)) != len(self.generators):
+            problems.append(Problem("synthesize.generators", f"lists a model twice: {self.generators}",
+                                    "use responses_per_generator for more answers per model"))
+        if len(self.generators) * self.responses_per_generator < 2:
+            problems.append(Problem("synthesize.responses_per_generator", "one generator with one response gives "
+                                    "no pair to compare", "add a generator or set responses_per_generator: 2"))
+        teacher_uses = {"judge_sampling": self.judge_sampling, "answer_sampling": self.answer_sampling,
+                        "refine_sampling": self.refine_sampling, "calibrate_sampling": self.calibrate_sampling}
+        if self.rmboost:
+            teacher_uses["rmboost_sampling"] = self.rmboost_sampling
+        uses = [(k, s, "teacher_engine", self.teacher_engine) for k, s in teacher_uses.items()]
+        uses.append(("candidate_sampling", self.candidate_sampling, "generator_engine", self.generator_engine))
+        for key, sampling, engine_key, engine in uses:
+            if sampling.max_new_tokens >= engine.max_model_len:
+                problems.append(Problem(f"synthesize.{key}.max_new_tokens", f"{sampling.max_new_tokens} leaves no "
+                                        f"room for the prompt in {engine_key}.max_model_len ({engine.max_model_len})",
+                                        f"lower it or raise synthesize.{engine_key}.max_model_len"))
+        if self.teacher_engine.backend == "openai":
+            for key, k in (("teacher_top_logprobs", self.teacher_top_logprobs),
+                           ("score_top_logprobs", self.score_top_logprobs if self.score_from == "expectation" else 0)):
+                if k > OPENAI_MAX_TOP_LOGPROBS:
+                    problems.append(Problem(f"synthesize.{key}", f"{k} is more than an OpenAI-compatible endpoint "
+                                            f"returns ({OPENAI_MAX_TOP_LOGPROBS})",
+                                            f"set it to {OPENAI_MAX_TOP_LOGPROBS} or less"))
+        return problems

@@ -1,0 +1,84 @@
+"""One model's engines behind a journaled `generate`: answered requests come from the journal, the rest go to the
+engines (started only when something is left to send), and every step's counts, tokens and time are recorded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from contextlib import ExitStack
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from ray_cluster.engine_config import EngineConfig
+from ray_cluster.generation import GenerationRequest, GenerationResult, Sampling, open_backend
+from rlhf_stack.progress import Progress
+from rlhf_stack.sections import ClusterConfig
+from stages.s1_synthesize.journal import RequestJournal
+from stages.s1_synthesize.stats import StageStats
+
+
+def make_request(step: str, model: str, key: str, messages: tuple[tuple[str, str], ...], sampling: Sampling,
+                 overflow: str = "fail") -> GenerationRequest:
+    """A request whose id names the step and item and ends in a digest of everything that decides its answer."""
+    content = json.dumps([model, messages, asdict(sampling), overflow], sort_keys=True)
+    digest = hashlib.sha256(content.encode()).hexdigest()[:16]
+    return GenerationRequest(id=f"{step}/{key}#{digest}", messages=messages, sampling=sampling, overflow=overflow)
+
+
+class ModelSession:
+    """See the module docstring. `teacher=True` counts this model's tokens as teacher tokens in stats.json."""
+
+    def __init__(self, alias: str, model_dir: Callable[[], Path], engine: EngineConfig, *, cluster: ClusterConfig,
+                 seed: int, journal: RequestJournal, stats: StageStats, teacher: bool):
+        self.alias = alias
+        self._model_dir = model_dir
+        self.engine = engine
+        self.cluster = cluster
+        self.seed = seed
+        self.journal = journal
+        self.stats = stats
+        self.teacher = teacher
+        self._stack = ExitStack()
+        self._backend = None
+
+    def generate(self, step: str, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        st = self.stats.steps[step]
+        if self.teacher:
+            self.stats.teacher_steps.add(step)
+        start = time.perf_counter()
+        results = {r.id: self.journal.get(r.id) for r in requests}
+        todo = [r for r in requests if results[r.id] is None]
+        st.resumed += len(requests) - len(todo)
+        st.sent += len(todo)
+        if todo:
+            with Progress(f"{step} ({self.alias})", total=len(todo)) as progress:
+
+                def on_result(result: GenerationResult) -> None:
+                    self.journal.add(result)
+                    progress.advance()
+
+                for result in self.backend().generate(todo, on_result=on_result):
+                    results[result.id] = result
+                    st.fresh_completion_tokens += result.completion_tokens
+        st.wall_time_s += time.perf_counter() - start
+        ordered = [results[r.id] for r in requests]
+        for result in ordered:
+            st.prompt_tokens += result.prompt_tokens
+            st.completion_tokens += result.completion_tokens
+            st.truncated += result.prompt_truncated
+        return ordered
+
+    def backend(self):
+        if self._backend is None:
+            model_dir = None if self.engine.backend == "openai" and self.engine.served_model_name else self._model_dir()
+            self._backend = self._stack.enter_context(open_backend(
+                model_dir, self.engine, cluster=self.cluster, seed=self.seed, model_name=self.alias))
+        return self._backend
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self.stats.engine_restarts[self.alias] += getattr(self._backend, "restarts", 0)
+        self._stack.close()
+        self._backend = None
