@@ -200,7 +200,7 @@ class JobClient:
         if status != SUCCEEDED:
             where = f" (whole log: {log_path})" if log_path else ""
             exit_code = f", exit code {details.driver_exit_code}" if details.driver_exit_code is not None else ""
-            raise ClusterError(f"Ray job {job_id} {status}{exit_code}: {_first_line(details.message or '')}"
+            raise ClusterError(f"Ray job {job_id} {status}{exit_code}: {_first_line(details.message or '').rstrip(':')}"
                                f"\nlast lines of its log{where}:\n{sink.tail()}")
         return JobOutcome(job_id=job_id, status=status, wall_s=time.monotonic() - start, log_path=log_path)
 

@@ -145,11 +145,14 @@ def test_the_driver_joins_the_cluster_with_the_recipes_runtime_env(cluster, tmp_
         def probe():
             return os.environ["PROBE"], os.path.exists("recipes/r.yaml"), os.path.exists(".cache/big.bin")
         print("probe", *ray.get(probe.remote()), flush=True)
+        from ray_cluster.jobs import JobClient
+        print("inside", JobClient("auto").status("rs-test-driver"), flush=True)  # the cluster it runs in
         """)
     plan = plan_submission(recipe)
     submit_and_wait(cluster.dashboard_url, f"{PY} driver.py", plan.runtime_env, tmp_path / "job.log",
-                    poll_s=0.5, timeout_s=120)
-    assert "probe 7 True False" in (tmp_path / "job.log").read_text()
+                    submission_id="rs-test-driver", poll_s=0.5, timeout_s=120)
+    log = (tmp_path / "job.log").read_text()
+    assert "probe 7 True False" in log and "inside RUNNING" in log
 
 
 def test_rlhf_stack_submit_runs_the_recipe_on_the_cluster(cluster, tmp_path, capsys):
