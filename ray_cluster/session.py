@@ -41,7 +41,15 @@ def ensure_ray(cluster: ClusterConfig) -> None:
     runtime_env["env_vars"] = {**env_vars, **runtime_env.get("env_vars", {})}
     try:
         ray.init(address=cluster.address, namespace=cluster.namespace, runtime_env=runtime_env)
-    except (ConnectionError, RuntimeError, ValueError) as e:
+    except ValueError as e:
+        if "merge" not in str(e).lower():
+            raise
+        raise ClusterError(
+            f"cluster.runtime_env conflicts with the runtime environment of the Ray job this driver runs in ({e}). "
+            "Drop the conflicting keys from the recipe, or set RAY_OVERRIDE_JOB_RUNTIME_ENV=1 "
+            "(`rlhf-stack submit` does)"
+        ) from e
+    except (ConnectionError, RuntimeError) as e:
         raise ClusterError(
             f"cluster.address {cluster.address!r}: cannot connect to Ray ({e}). Start the cluster "
             "(`ray start --head`), check the address (host:port of the GCS, or 'auto'), or use address: local"
