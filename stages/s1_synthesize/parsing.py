@@ -16,7 +16,7 @@ from stages.s1_synthesize.prompts import (
     SCORE_MIN,
 )
 
-NUMBER = re.compile(r"[-+]?\d*\.\d+|\d+")
+NUMBER = re.compile(r"[-+]?(?:\d*\.\d+|\d+)")  # the sign belongs to either form
 _MODIFIED = re.compile(
     re.escape(MODIFIED[0]) + r"\s*(.*?)\s*(?:" + re.escape(MODIFIED[1]) + "|" + re.escape(MODIFIED_END_MALFORMED) + ")",
     re.DOTALL,
