@@ -25,7 +25,7 @@ from rlhf_stack.errors import ClusterError, EngineError
 
 log = logging.getLogger("rlhf_stack")
 _PLACEMENT_TIMEOUT_S = 120
-_FREE_WAIT_S = 10  # how long to wait for busy CPUs/GPUs to come free before giving up
+_FREE_WAIT_S = 5.0  # how long to wait for busy CPUs/GPUs to come free before giving up
 
 
 @dataclass

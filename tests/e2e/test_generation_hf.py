@@ -131,22 +131,31 @@ def test_restarts_are_bounded(tiny_model):
             backend.generate([ask(0)])
 
 
-def test_load_weights_switches_the_model(tiny_model, tiny_policy):
-    ensure_ray(CLUSTER)
-    request = ask(5, top_logprobs=5)
-    with open_backend(tiny_model, EngineConfig(backend="hf", cpus_per_engine=0.5), cluster=CLUSTER,
-                      model_name="swap") as backend:
-        before = first_logprobs(backend.generate([request])[0])
-        backend.load_weights(str(tiny_policy))
-        after = first_logprobs(backend.generate([request])[0])
-    assert same(before, hf_first_logprobs(tiny_model, "question number 5?", 5))
-    assert same(after, hf_first_logprobs(tiny_policy, "question number 5?", 5))
-    assert not same(before, after)
-
-def test_asking_for_more_cpus_than_the_cluster_has_or_has_free_fails_at_once(pool, tiny_model):
+def test_asking_for_more_cpus_than_the_cluster_has_or_has_free_fails_at_once(pool, tiny_model, monkeypatch):
+    monkeypatch.setattr("ray_cluster.generation.pool._FREE_WAIT_S", 0.5)
     with pytest.raises(ClusterError, match="need 4 CPUs; the Ray cluster has 2"):
         with open_backend(tiny_model, EngineConfig(backend="hf", num_engines=4), cluster=CLUSTER):
             pass
     with pytest.raises(ClusterError, match="only 1 of the cluster's 2 are free"):  # the module's pool holds one
         with open_backend(tiny_model, EngineConfig(backend="hf", num_engines=2), cluster=CLUSTER):
             pass
+
+
+def test_loaded_weights_serve_and_survive_an_engine_restart(pool, tiny_model, tiny_policy):
+    """Runs last: it leaves the module's pool serving the other model."""
+    import ray
+
+    request = ask(5, top_logprobs=5)
+    before = first_logprobs(pool.generate([request])[0])
+    pool.load_weights(str(tiny_policy))
+    after = first_logprobs(pool.generate([request])[0])
+    assert same(before, hf_first_logprobs(tiny_model, "question number 5?", 5))
+    assert same(after, hf_first_logprobs(tiny_policy, "question number 5?", 5))
+    assert not same(before, after)
+    restarts = pool.restarts
+    ray.kill(pool.actors[1])  # its replacement must start from the loaded weights, not the original ones
+    copies = [GenerationRequest(id=f"copy{i}", messages=request.messages, sampling=request.sampling)
+              for i in range(4)]  # spread over both engines
+    results = pool.generate(copies)
+    assert pool.restarts == restarts + 1
+    assert all(same(first_logprobs(r), after) for r in results)
