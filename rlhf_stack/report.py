@@ -167,10 +167,10 @@ def comparison(view: RunView) -> list[str]:
 
 
 def _bold_best(rows: list[list[str]]) -> None:
-    """Marks the best value of each column in bold, when at least two rows have one."""
+    """Marks the best value of each column in bold, when at least two rows differ."""
     for col in range(1, len(rows[0])):
         values = [(float(r[col].rstrip(STAND_IN)), i) for i, r in enumerate(rows) if r[col] != DASH]
-        if len(values) >= 2:
+        if len(values) >= 2 and len({v for v, _ in values}) > 1:
             best = max(v for v, _ in values)
             for v, i in values:
                 if v == best:
@@ -304,11 +304,12 @@ def _mt_section(view: RunView, out: Path) -> list[str]:
 def _ppo_section(view: RunView, out: Path) -> list[str]:
     if not view.ppo:
         return []
+    ppo = {n: view.ppo[n] for n in _names(view) if n in view.ppo}
     rows = [[v, str(m.summary.get("backend", DASH)), _fmt(m.summary.get("iterations"), 0),
-             _fmt(m.summary.get("final_reward_mean"), 3)] for v, (m, _) in view.ppo.items()]
+             _fmt(m.summary.get("final_reward_mean"), 3)] for v, (m, _) in ppo.items()]
     lines = ["## PPO", ""] + _table(["variant", "backend", "iterations", "final reward mean"], rows)
     panels: dict[str, dict] = {"reward mean": {}, "KL": {}}
-    for v, (_, metrics) in view.ppo.items():
+    for v, (_, metrics) in ppo.items():
         its = [r for r in metrics if "iteration" in r]
         for panel, key in (("reward mean", "reward_mean"), ("KL", "kl")):
             pts = [(r["iteration"], r[key]) for r in its if r.get(key) is not None]
@@ -326,10 +327,11 @@ def _distill_section(view: RunView, out: Path) -> list[str]:
         return []
     keys = ["held_out_accuracy", "held_out_margin_spearman", "held_out_lm_loss", "train_pairs", "held_out_pairs",
             "truncated_pairs"]
-    rows = [[v] + [_fmt(m.summary.get(k), 3) for k in keys] for v, (m, _) in view.distill.items()]
+    distill = {n: view.distill[n] for n in _names(view) if n in view.distill}
+    rows = [[v] + [_fmt(m.summary.get(k), 3) for k in keys] for v, (m, _) in distill.items()]
     lines = ["## Reward-model training (distill)", ""] + _table(["variant"] + keys, rows)
     panel = {v: ([r["step"] for r in ms if "step" in r and "loss" in r],
-                 [r["loss"] for r in ms if "step" in r and "loss" in r]) for v, (_, ms) in view.distill.items()}
+                 [r["loss"] for r in ms if "step" in r and "loss" in r]) for v, (_, ms) in distill.items()}
     panel = {v: xy for v, xy in panel.items() if xy[0]}
     if panel:
         plots.curves(out / "distill_loss.png", "RM training loss", {"loss": panel}, "optimizer step")
