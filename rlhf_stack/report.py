@@ -375,6 +375,11 @@ def _synthesis_section(view: RunView, out: Path) -> list[str]:
 def _cost_section(view: RunView) -> list[str]:
     if not view.manifests:
         return []
-    rows = [[rel, _fmt(m.wall_time_s, 1)] for rel, m in view.manifests.items()]
-    total = sum(m.wall_time_s for m in view.manifests.values())
-    return ["## Wall time", ""] + _table(["folder", "seconds"], rows + [["total", _fmt(total, 1)]])
+    by_stage: dict[str, float] = {}
+    for rel, m in view.manifests.items():
+        by_stage[rel.split("/")[0]] = by_stage.get(rel.split("/")[0], 0.0) + m.wall_time_s
+    rows = [[f"`{rel}`", _fmt(m.wall_time_s, 1)] for rel, m in view.manifests.items()]
+    rows += [[f"**{stage}**", f"**{_fmt(seconds, 1)}**"] for stage, seconds in by_stage.items()]
+    total = sum(by_stage.values())
+    return ["## Wall time", "", "Time each finished folder took when it ran (a skipped rerun costs nothing).", ""] + \
+        _table(["folder", "seconds"], rows + [["**total**", f"**{_fmt(total, 1)}**"]])
