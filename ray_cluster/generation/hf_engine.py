@@ -18,7 +18,6 @@ from ray_cluster.generation.rendering import RenderedPrompt, render, request_see
 from ray_cluster.generation.types import GenerationRequest, GenerationResult
 
 _GATHER_S = 0.005  # wait this long for a burst of calls to arrive before forming a batch
-_DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32", "auto": "auto"}
 
 
 class HfEngine:
@@ -42,7 +41,7 @@ class HfEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=_DTYPES[self.cfg.dtype])
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.cfg.dtype)
         self.model.to(self.device).eval()
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []

@@ -6,13 +6,18 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 from ray_cluster.engine_config import EngineConfig
-from ray_cluster.generation import GenerationRequest, GenerationResult, Sampling, open_backend
+from ray_cluster.generation import (
+    GenerationRequest,
+    GenerationResult,
+    Sampling,
+    open_backend,
+)
 from rlhf_stack.progress import Progress
 from rlhf_stack.sections import ClusterConfig
 from stages.s1_synthesize.journal import RequestJournal

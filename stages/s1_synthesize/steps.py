@@ -9,7 +9,15 @@ import numpy as np
 
 from ray_cluster.generation import GenerationResult
 from rlhf_stack.chat import user_messages
-from rlhf_stack.records import Candidate, InitialPair, PairJudgment, PromptRecord, Refinement, RMBoostPair, TeacherAnswer
+from rlhf_stack.records import (
+    Candidate,
+    InitialPair,
+    PairJudgment,
+    PromptRecord,
+    Refinement,
+    RMBoostPair,
+    TeacherAnswer,
+)
 from stages.s1_synthesize.config import SynthesizeConfig
 from stages.s1_synthesize.judge import CalibrateItem, Judge, PairItem, RefineItem
 from stages.s1_synthesize.llm_judge import ask_until_parsed, to_sampling

@@ -65,8 +65,10 @@ def test_stats_json_counts_rates_and_reasons():
     stats = StageStats()
     stats.steps["initial_scores"].requested = 3
     stats.steps["initial_scores"].kept = 1
-    stats.judged("initial_scores", [Verdict((7.0, 5.0)), Verdict((5.0, 7.0), attempts=3, parse_failures=2),
-                                    Verdict(reason="unparseable_score", attempts=3, parse_failures=3), Verdict((1.0, 2.0))])
+    stats.judged("initial_scores", [
+        Verdict((7.0, 5.0)), Verdict((5.0, 7.0), attempts=3, parse_failures=2),
+        Verdict(reason="unparseable_score", attempts=3, parse_failures=3), Verdict((1.0, 2.0)),
+    ])
     stats.drop("p2", "initial_scores", "unparseable_score")
     stats.drop("p3", "initial_scores", "tie")
     stats.teacher_steps.add("initial_scores")
