@@ -28,10 +28,12 @@ def action_logprobs(model, sequences: torch.Tensor, attention_mask: torch.Tensor
     Returns:
         log-probs [b, T] (float32) and entropy [b, T] or None.
     """
-    out = model(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids(attention_mask))
-    logits = out.logits[:, -num_actions - 1: -1].float() / temperature  # [b, T, v]
+    # Only the T positions that predict response tokens need the (vocabulary-wide) LM head.
+    out = model(input_ids=sequences, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                logits_to_keep=num_actions + 1)
+    logits = out.logits[:, :-1].float() / temperature  # [b, T, v]
     labels = sequences[:, -num_actions:]
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    logp = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     entropy = entropy_from_logits(logits).detach() if with_entropy else None
     return logp, entropy
 

@@ -73,6 +73,12 @@ def _run_local(ctx: JobContext, variant: str, *, policy_dir, rm_dir, reward_url,
                        work_dir=ctx.work_dir, seed=ctx.seed, cluster=ctx.cluster)
     with MetricsLog(ctx.out_dir, trainer.start_iteration) as metrics, \
             Progress(f"ppo {variant}", total=total - trainer.start_iteration) as progress:
-        summary = trainer.run(metrics, on_iteration=lambda i, record: progress.advance())
+
+        def on_iteration(iteration: int, record: dict) -> None:
+            log.debug("ppo %s iteration %d: reward %.3f, kl %.4f, %.0f tokens/s", variant, iteration,
+                      record["reward_mean"], record["kl"], record["tokens_per_s"])
+            progress.advance()
+
+        summary = trainer.run(metrics, on_iteration=on_iteration)
     trainer.save_policy(ctx.out_dir / CHECKPOINT)
     return summary

@@ -162,3 +162,15 @@ def test_rewards_and_values_match_openrlhfs_loader(reward_checkpoint, packed):
         theirs = critic(packed.sequences, packed.action_mask.bool(), packed.attention_mask).float()
         torch.testing.assert_close(critic_values(ours, packed.sequences, packed.attention_mask, T_) * mask,
                                    theirs * mask, rtol=0, atol=1e-6)
+
+
+def test_a_scaled_reward_model_stays_scaled_through_openrlhfs_loader(reward_checkpoint, packed, tmp_path):
+    from stages.s3_ppo.value_models import write_scaled_reward_model
+
+    scaled = write_scaled_reward_model(reward_checkpoint, tmp_path / "scaled", 0.25)
+    kwargs = dict(param_dtype="bf16", attn_implementation="eager")
+    with torch.no_grad():
+        base = get_llm_for_sequence_regression(str(reward_checkpoint), "reward", **kwargs).eval()
+        small = get_llm_for_sequence_regression(str(scaled), "reward", **kwargs).eval()
+        torch.testing.assert_close(small(packed.sequences, packed.attention_mask).float(),
+                                   0.25 * base(packed.sequences, packed.attention_mask).float(), rtol=0, atol=1e-6)

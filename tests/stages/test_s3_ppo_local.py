@@ -115,3 +115,24 @@ def test_a_reward_model_with_another_tokenizer_is_refused_before_training(run_di
                                             r"rlhf-stack serve-rm .*ppo\.reward_urls\.binary_bt"):
         run_recipe(REPO / "recipes/tiny.yaml", [f"run_dir={run_dir}", "ppo.variants=[binary_bt]"], only="ppo")
     assert not (run_dir / "s3_ppo/binary_bt/checkpoint").exists()
+
+
+def test_reward_checkpoints_without_the_contract_head_are_refused(tiny_policy, frequency_rm, tmp_path):
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification
+
+    from stages.s3_ppo.value_models import check_reward_checkpoint
+
+    check_reward_checkpoint(frequency_rm)
+    with pytest.raises(ArtifactError, match="no 'score.weight' tensor: its value head was never trained"):
+        check_reward_checkpoint(tiny_policy)  # a causal LM: loaders would invent a random head
+    two = AutoModelForSequenceClassification.from_pretrained(tiny_policy, num_labels=2)
+    two.save_pretrained(tmp_path / "two")
+    with pytest.raises(ArtifactError, match=r"shape \[2, 128\], expected \[1, 128\]"):
+        check_reward_checkpoint(tmp_path / "two")
+    shutil.copytree(frequency_rm, tmp_path / "prefix")
+    config = json.loads((tmp_path / "prefix/config.json").read_text())
+    (tmp_path / "prefix/config.json").write_text(json.dumps({**config, "value_head_prefix": "value_head"}))
+    with pytest.raises(ArtifactError, match="value_head_prefix is 'value_head'"):
+        check_reward_checkpoint(tmp_path / "prefix")

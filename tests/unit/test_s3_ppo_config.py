@@ -27,6 +27,8 @@ def ppo(**kw) -> PPOConfig:
     ({"max_new_tokens": 64, "max_length_tokens": 64}, "must be below max_length_tokens"),
     ({"openrlhf": {"colocate_all": True, "vllm_engines": 2}}, "must equal actor.nodes x actor.gpus_per_node"),
     ({"openrlhf": {"colocate_actor_ref": True, "ref": {"gpus_per_node": 2}}}, "colocate_actor_ref puts actor and ref"),
+    ({"max_length_tokens": 2048, "local": {"rollout_engine": {"backend": "vllm", "max_model_len": 1024}}},
+     r"max_model_len \(1024\) must hold max_length_tokens \(2048\)"),
 ])
 def test_inconsistent_settings_are_refused(kw, message):
     with pytest.raises(ValidationError, match=message):
