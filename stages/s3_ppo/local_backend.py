@@ -106,8 +106,9 @@ class LocalPPO:
 
     # -- one iteration -------------------------------------------------------------------------------------------
 
-    def _seed(self, iteration: int, salt: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + iteration * 7 + salt)
+    def _iteration_seed(self, iteration: int) -> int:
+        """Seeds every random choice of one iteration, so a resumed run repeats what it would have done."""
+        return self.seed * 1_000_003 + iteration
 
     def _prompt_batch(self, iteration: int) -> list[RenderedPrompt]:
         episode, step = divmod(iteration, self.per_episode)
@@ -155,7 +156,7 @@ class LocalPPO:
         cfg, micro = self.cfg, self.cfg.local.micro_batch_samples
         r = exp.rollout
         T = r.action_mask.size(1)
-        generator = self._seed(iteration, salt=1)
+        generator = torch.Generator().manual_seed(self._iteration_seed(iteration))
         policy_losses, value_losses, clip_fractions = [], [], []
         self.policy.train()
         for _ in range(cfg.ppo_epochs):
@@ -207,9 +208,9 @@ class LocalPPO:
                                  seed=self.seed) as engine:
             for iteration in range(self.start_iteration, self.total_iterations):
                 start = time.perf_counter()
-                torch.manual_seed(self.seed * 1_000_003 + iteration)
+                torch.manual_seed(self._iteration_seed(iteration))  # transformers' sampling
                 prompts = self._prompt_batch(iteration)
-                responses, reasons = engine.generate(prompts, seed=self.seed * 1_000_003 + iteration)
+                responses, reasons = engine.generate(prompts, seed=self._iteration_seed(iteration))
                 rollout = pack([p.token_ids for p in prompts], responses, reasons, pad if pad is not None else eos)
                 rollout_s = time.perf_counter() - start
                 exp, stats = self._experience(rollout)

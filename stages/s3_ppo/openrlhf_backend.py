@@ -60,9 +60,9 @@ def run_openrlhf(ctx: JobContext, *, policy_dir: Path, rm_dir: Path | None, rewa
     log.info("ppo openrlhf: %d GPUs (%s); %s", sum(needed.values()), _breakdown(needed), entrypoint(argv))
     if ctx.dry_run:
         return {}
+    check_cluster_gpus(ctx.cluster, needed, gpus_per_node_needed(cfg))
     if reward_model is not None and reward_model != rm_dir.resolve():
         write_scaled_reward_model(rm_dir, reward_model, cfg.reward_scale)
-    check_cluster_gpus(ctx.cluster, needed, gpus_per_node_needed(cfg))
     job_id, logs = run_job(ctx, entrypoint(argv, python="python3"))
     records = metrics_from_logs(logs)
     with MetricsLog(out) as metrics:
