@@ -88,7 +88,8 @@ def calibrate_messages(question: str, preferred: str, rejected: str, completion:
                        rejected_score: float) -> tuple[tuple[str, str], ...]:
     """P3: the refinement conversation, the teacher's own completion, then the score anchored on s_l."""
     return (*refine_messages(question, preferred, rejected), ("assistant", completion),
-            ("user", _CALIBRATE.format(rejected_score=float(rejected_score))))
+            # Two decimals: enough for an anchor, and float noise in averaged scores cannot change the prompt.
+            ("user", _CALIBRATE.format(rejected_score=round(float(rejected_score), 2))))
 
 
 def rewrite_messages(question: str, response: str, direction: str, aspects: str) -> tuple[tuple[str, str], ...]:

@@ -52,15 +52,20 @@ def records(run_dir: Path) -> list[dict]:
             for r in read_jsonl(f, PreferenceRecord)]
 
 
-def close(a, b) -> bool:
-    """Equal, up to float rounding in scores read from logprobs (batch composition moves them by ~1e-7)."""
+def difference(a, b, path: str = "") -> str | None:
+    """Where a and b differ, or None; floats may differ by rounding (scores read from logprobs move by ~1e-7
+    with the batch a request shared)."""
     if isinstance(a, float) or isinstance(b, float):
-        return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-5)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b))
-    return a == b
+        return None if math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-5) else f"{path}: {a!r} != {b!r}"
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return f"{path}: keys {sorted(a)} != {sorted(b)}"
+        return next((d for k in a if (d := difference(a[k], b[k], f"{path}.{k}"))), None)
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{path}: {len(a)} items != {len(b)}"
+        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := difference(x, y, f"{path}[{i}]"))), None)
+    return None if a == b else f"{path}: {a!r} != {b!r}"
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +169,7 @@ def test_a_sigkilled_run_resumes_without_resending_and_matches(reference, prompt
     sent = sum(s["sent"] for s in stats["requests"].values())
     assert resumed == finished_before  # every finished request was reused, none sent again
     assert resumed + sent == sum(s["sent"] for s in reference_stats["requests"].values())
-    assert close(records(run_dir), records(reference))
+    assert difference(records(run_dir), records(reference)) is None
 
 
 def kill_session(session_id: int) -> None:

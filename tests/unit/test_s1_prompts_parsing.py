@@ -38,6 +38,7 @@ def test_refine_and_calibrate_prompts_carry_every_block_and_the_anchor():
     assert [r for r, _ in turns] == ["user", "assistant", "user"]
     assert turns[0][1] == text and turns[1][1] == "my completion"
     assert "rated 3.0 out of 10" in turns[2][1]  # the anchor is printed as a float, like the reference
+    assert "rated 4.81 out of" in calibrate_messages("Q?", "a", "b", "c", 4.8076520148469)[2][1]
 
 
 def test_score_regexes_admit_exactly_the_1_to_10_scale():
