@@ -7,7 +7,8 @@ Both trainers get the same model, the same token ids (chat-template prompt, resp
 spread like real preference data), the same micro-batch, pairs per step, optimizer (AdamW), learning rate and
 dtype, and a Bradley-Terry loss. TRL runs twice: with its defaults (gradient checkpointing on) and with gradient
 checkpointing off. Each trainer runs in its own process so its peak memory is its own. The first optimizer step
-is a warm-up and is not timed. Prints pairs/s and peak memory of each, and the ratios.
+is a warm-up and is not timed. Prints, for each, pairs per second of wall time and per second of process CPU time
+(on a machine shared with other work the second is the steadier measure), peak memory, and the ratios.
 """
 
 from __future__ import annotations
@@ -57,6 +58,27 @@ def make_pairs(model_dir: Path, count: int, max_length: int, seed: int = 0) -> l
     return pairs
 
 
+class StepClock:
+    """Wall and process-CPU seconds of each optimizer step."""
+
+    def __init__(self):
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def start(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def stop(self) -> None:
+        self.wall.append(time.perf_counter() - self._wall)
+        self.cpu.append(time.process_time() - self._cpu)
+
+    def result(self, pairs_per_step: int) -> dict:
+        """Rates over the steps after the first (a warm-up)."""
+        timed = len(self.wall) - 1
+        return {"pairs_per_s": timed * pairs_per_step / sum(self.wall[1:]),
+                "pairs_per_cpu_s": timed * pairs_per_step / sum(self.cpu[1:])}
+
+
 def peak_memory_mb() -> float:
     import torch
 
@@ -68,11 +90,11 @@ def peak_memory_mb() -> float:
 def run_ours(args, pairs: list[dict], work: Path) -> dict:
     import torch
 
+    from stages.s2_distill import trainer
     from stages.s2_distill.encode import EncodedPair
     from stages.s2_distill.launch import free_port
-    from stages.s2_distill.settings import TrainSettings
+    from stages.s2_distill.settings import TrainData, TrainSettings
     from stages.s2_distill.tokenizers import load_student_tokenizer
-    from stages.s2_distill.trainer import TrainData, train_rank
 
     tok = load_student_tokenizer(args.model_dir)
     train = [EncodedPair(str(i), p["chosen_ids"], p["rejected_ids"], None, 0.0) for i, p in enumerate(pairs)]
@@ -83,12 +105,19 @@ def run_ours(args, pairs: list[dict], work: Path) -> dict:
         micro_pairs=args.micro_pairs, world_size=1, zero_stage=0, dtype=args.dtype,
         device="cuda" if torch.cuda.is_available() else "cpu", gradient_checkpointing=False, lr=1e-5,
         lr_schedule="constant", warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, group_by_length=True,
-        checkpoint_every_steps=10**9, seed=0,
+        checkpoint_every_steps=None, seed=0,  # TRL saves nothing either
     )
     data = TrainData(train=train, held_out={"initial": []}, held_out_answers=[], own_pairs="initial")
-    result = train_rank(settings, data, rank=0, master_addr="127.0.0.1", master_port=free_port())
-    seconds = sum(args.pairs_per_step / line["pairs_per_s"] for line in result.metrics[1:])
-    return {"pairs_per_s": (steps - 1) * args.pairs_per_step / seconds, "final_loss": result.metrics[-1]["loss"]}
+    clock, one_step = StepClock(), trainer._one_step
+
+    def timed_step(*a, **kw):  # instrumentation only: the step itself is the trainer's
+        clock.start()
+        one_step(*a, **kw)
+        clock.stop()
+
+    trainer._one_step = timed_step
+    result = trainer.train_rank(settings, data, rank=0, master_addr="127.0.0.1", master_port=free_port())
+    return {**clock.result(args.pairs_per_step), "final_loss": result.metrics[-1]["loss"]}
 
 
 def run_trl(args, pairs: list[dict], work: Path, gradient_checkpointing: bool) -> dict:
@@ -102,14 +131,14 @@ def run_trl(args, pairs: list[dict], work: Path, gradient_checkpointing: bool) -
     tok = load_student_tokenizer(args.model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(args.model_dir, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tok.pad_token_id
-    step_times: list[float] = []
+    clock = StepClock()
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, *a, **kw):
-            self.began = time.perf_counter()
+            clock.start()
 
         def on_step_end(self, *a, **kw):
-            step_times.append(time.perf_counter() - self.began)
+            clock.stop()
 
     config = RewardConfig(
         output_dir=str(work), per_device_train_batch_size=args.micro_pairs,
@@ -122,11 +151,14 @@ def run_trl(args, pairs: list[dict], work: Path, gradient_checkpointing: bool) -
     trainer = RewardTrainer(model=model, args=config, processing_class=tok,
                             train_dataset=Dataset.from_list(pairs), callbacks=[StepTimer()])
     out = trainer.train()
-    return {"pairs_per_s": (len(step_times) - 1) * args.pairs_per_step / sum(step_times[1:]),
-            "final_loss": out.training_loss}
+    return {**clock.result(args.pairs_per_step), "final_loss": out.training_loss}
 
 
 def worker(args) -> None:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     pairs = json.loads(Path(args.data).read_text())
     with tempfile.TemporaryDirectory() as work:
         if args.worker == "ours":
@@ -145,6 +177,7 @@ def main() -> None:
     parser.add_argument("--micro-pairs", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--threads", type=int, help="torch threads per trainer (default: torch's choice)")
     parser.add_argument("--worker", choices=("ours", "trl", "trl_no_checkpointing"), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
@@ -173,12 +206,14 @@ def main() -> None:
             results[name] = json.loads(line[0][len("RESULT "):])
     labels = {"ours": "distill trainer (DeepSpeed)", "trl": "TRL RewardTrainer (defaults)",
               "trl_no_checkpointing": "TRL RewardTrainer, no grad. ckpt"}
-    print(f"{'trainer':<34} {'pairs/s':>8} {'peak MB':>9} {'final loss':>11}")
+    print(f"{'trainer':<34} {'pairs/s':>8} {'pairs/CPU-s':>12} {'peak MB':>9} {'final loss':>11}")
     for name, r in results.items():
-        print(f"{labels[name]:<34} {r['pairs_per_s']:8.2f} {r['peak_memory_mb']:9.0f} {r['final_loss']:11.4f}")
+        print(f"{labels[name]:<34} {r['pairs_per_s']:8.3f} {r['pairs_per_cpu_s']:12.3f} {r['peak_memory_mb']:9.0f} "
+              f"{r['final_loss']:11.4f}")
     for name in ("trl", "trl_no_checkpointing"):
-        ratio = results["ours"]["pairs_per_s"] / results[name]["pairs_per_s"]
-        print(f"speed-up vs {labels[name]}: {ratio:.2f}x")
+        wall = results["ours"]["pairs_per_s"] / results[name]["pairs_per_s"]
+        cpu = results["ours"]["pairs_per_cpu_s"] / results[name]["pairs_per_cpu_s"]
+        print(f"speed-up vs {labels[name]}: {wall:.2f}x wall time, {cpu:.2f}x CPU time")
 
 
 if __name__ == "__main__":

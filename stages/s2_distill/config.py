@@ -83,8 +83,8 @@ class DistillConfig(StrictModel):
         return {"distill.base_model": self.base_model}
 
     def check(self, recipe: "Recipe") -> list[Problem]:
-        """Rules across sections: the KL term needs top-k logprobs from synthesis."""
-        problems = []
+        """Rules across sections: the KL term needs top-k logprobs from synthesis; a local Ray must fit the ranks."""
+        problems = self._local_resource_problems(recipe)
         synthesize = recipe.synthesize
         for name, variant in self.variants.items():
             if variant.kl_weight > 0 and synthesize is not None and synthesize.teacher_top_logprobs == 0:
@@ -93,4 +93,21 @@ class DistillConfig(StrictModel):
                     f"{variant.kl_weight} needs the teacher's top-k logprobs, but synthesize.teacher_top_logprobs is 0",
                     "set synthesize.teacher_top_logprobs (e.g. 20) or kl_weight: 0",
                 ))
+        return problems
+
+    def _local_resource_problems(self, recipe: "Recipe") -> list[Problem]:
+        cluster = recipe.cluster
+        if cluster.address != "local" or self.num_processes == 1:
+            return []
+        problems = []
+        cpus = self.num_processes * (self.cpus_per_process or 1)
+        if cluster.num_cpus is not None and cpus > cluster.num_cpus:
+            problems.append(Problem("distill.num_processes", f"{self.num_processes} ranks need {cpus} CPUs, but "
+                                    f"cluster.num_cpus is {cluster.num_cpus}",
+                                    "lower num_processes or cpus_per_process, or raise cluster.num_cpus"))
+        gpus = self.num_processes * self.gpus_per_process
+        if cluster.num_gpus is not None and gpus > cluster.num_gpus:
+            problems.append(Problem("distill.num_processes", f"{self.num_processes} ranks need {gpus} GPUs, but "
+                                    f"cluster.num_gpus is {cluster.num_gpus}",
+                                    "lower num_processes or raise cluster.num_gpus"))
         return problems

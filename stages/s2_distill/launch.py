@@ -12,8 +12,8 @@ import socket
 
 from rlhf_stack.errors import ClusterError, RlhfStackError
 from rlhf_stack.sections import ClusterConfig
-from stages.s2_distill.settings import TrainSettings
-from stages.s2_distill.trainer import RankResult, TrainData, train_rank
+from stages.s2_distill.settings import TrainData, TrainSettings
+from stages.s2_distill.trainer import RankResult, train_rank
 
 PLACEMENT_TIMEOUT_S = 120
 
@@ -29,6 +29,9 @@ def run_training(s: TrainSettings, data: TrainData, cluster: ClusterConfig,
     if s.world_size == 1 and cluster.address == "local":
         import torch
 
+        if s.device == "cuda" and not torch.cuda.is_available():
+            raise ClusterError("distill.gpus_per_process is 1, but this machine has no CUDA device; set "
+                               "gpus_per_process: 0 to train on CPU, or run on a GPU machine")
         threads = torch.get_num_threads()
         torch.set_num_threads(cpus_per_process or threads)
         try:

@@ -1,4 +1,4 @@
-"""What a training rank needs to know: a small frozen record built from the recipe, never the recipe itself."""
+"""What a training rank gets: frozen settings built from the recipe (never the recipe itself) and the token ids."""
 
 from __future__ import annotations
 
@@ -6,6 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stages.s2_distill.config import DistillConfig, VariantConfig
+from stages.s2_distill.encode import AnswerRow, EncodedPair
+
+
+@dataclass(frozen=True)
+class TrainData:
+    train: list[EncodedPair]
+    held_out: dict[str, list[EncodedPair]]  # pair type (initial | refined) -> held-out pairs
+    held_out_answers: list[AnswerRow]  # re-tokenized y_T of held-out prompts, for the LM loss
+    own_pairs: str  # the variant's pair type
 
 
 @dataclass(frozen=True)
@@ -32,7 +41,7 @@ class TrainSettings:
     weight_decay: float
     max_grad_norm: float
     group_by_length: bool
-    checkpoint_every_steps: int
+    checkpoint_every_steps: int | None  # None: no checkpoints (benchmarks)
     seed: int
 
     @property

@@ -6,6 +6,7 @@ gives them. A killed run resumes from its newest checkpoint and replays the rema
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -15,12 +16,12 @@ from typing import Any
 import torch
 
 from rlhf_stack.errors import RlhfStackError
+from rlhf_stack.progress import Progress
 from stages.s2_distill import engine as ds
 from stages.s2_distill.batching import Batch, collate, step_plan
-from stages.s2_distill.encode import AnswerRow, EncodedPair
 from stages.s2_distill.evaluate import answers_lm_loss, pair_metrics, pair_rewards
 from stages.s2_distill.losses import kl_topk_loss, pair_loss, sft_loss
-from stages.s2_distill.settings import TrainSettings
+from stages.s2_distill.settings import TrainData, TrainSettings
 from stages.s2_distill.student import load_student
 
 METRICS = "metrics.jsonl"
@@ -29,14 +30,6 @@ VERIFY_SEQUENCES = 8
 
 class TrainingError(RlhfStackError):
     """Training cannot go on (e.g. the loss is no longer finite)."""
-
-
-@dataclass(frozen=True)
-class TrainData:
-    train: list[EncodedPair]
-    held_out: dict[str, list[EncodedPair]]  # pair type (initial | refined) -> held-out pairs
-    held_out_answers: list[AnswerRow]  # re-tokenized y_T of held-out prompts, for the LM loss
-    own_pairs: str  # the variant's pair type
 
 
 @dataclass
@@ -94,24 +87,36 @@ def _run_steps(model, forward, s: TrainSettings, data: TrainData, rank: int, dev
     """The optimizer steps after state["step"], each over this rank's micro-batches of the plan."""
     plan = step_plan([p.length for p in data.train], s.pairs_per_step, s.micro_pairs, s.world_size, s.num_steps,
                      s.seed, s.group_by_length)
-    for step in range(state["step"], s.num_steps):
-        began = time.perf_counter()
-        sums: dict[str, float] = {}
-        for micro in plan[step][rank]:
-            batch = collate([data.train[i] for i in micro], s.pad_token_id, s.answers).to(device)
-            loss, parts = step_loss(forward, batch, s)
-            if not ds.all_finite(loss):  # every rank stops together, before a bad update
-                raise TrainingError(_non_finite_message(step + 1, parts, s))
-            model.backward(loss)
-            model.step()
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v / len(plan[step][rank])
-        keys = sorted(sums)
-        means = dict(zip(keys, ds.all_reduce_mean([sums[k] for k in keys], device), strict=True))
-        log.append({"step": step + 1, **means, "lr": model.get_lr()[0],
-                    "pairs_per_s": s.pairs_per_step / (time.perf_counter() - began)})
-        if (step + 1) % s.checkpoint_every_steps == 0 or step + 1 == s.num_steps:
-            ds.save_checkpoint(model, s.work_dir, step + 1, {"step": step + 1, "base_lm_loss": state["base_lm_loss"]})
+    progress = Progress("distill: optimizer steps", total=s.num_steps) if rank == 0 else None
+    with progress or contextlib.nullcontext():
+        if progress:
+            progress.advance(state["step"])
+        for step in range(state["step"], s.num_steps):
+            _one_step(model, forward, s, data, plan[step][rank], step, device, state, log)
+            if progress:
+                progress.advance()
+
+
+def _one_step(model, forward, s: TrainSettings, data: TrainData, micro_batches: list[list[int]], step: int,
+              device: torch.device, state: dict[str, Any], log: "MetricsLog") -> None:
+    began = time.perf_counter()
+    sums: dict[str, float] = {}
+    for micro in micro_batches:
+        batch = collate([data.train[i] for i in micro], s.pad_token_id, s.answers).to(device)
+        loss, parts = step_loss(forward, batch, s)
+        if not ds.all_finite(loss):  # every rank stops together, before a bad update
+            raise TrainingError(_non_finite_message(step + 1, parts, s))
+        model.backward(loss)
+        model.step()
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v / len(micro_batches)
+    keys = sorted(sums)
+    means = dict(zip(keys, ds.all_reduce_mean([sums[k] for k in keys], device), strict=True))
+    log.append({"step": step + 1, **means, "lr": model.get_lr()[0],
+                "pairs_per_s": s.pairs_per_step / (time.perf_counter() - began)})
+    every = s.checkpoint_every_steps
+    if every is not None and ((step + 1) % every == 0 or step + 1 == s.num_steps):
+        ds.save_checkpoint(model, s.work_dir, step + 1, {"step": step + 1, "base_lm_loss": state["base_lm_loss"]})
 
 
 def _evaluate(forward, s: TrainSettings, data: TrainData,

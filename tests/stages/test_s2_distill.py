@@ -270,7 +270,8 @@ def test_two_ranks_on_ray_match_one_process(tmp_path, s1_artifact, trained):
 
 
 def test_bf16_training_exports_bf16_weights(tmp_path, s1_artifact):
-    recipe = make_recipe(tmp_path, s1_artifact, {"binary_bt": BINARY_BT}, ["distill.dtype=bf16", "distill.zero_stage=1"])
+    recipe = make_recipe(tmp_path, s1_artifact, {"binary_bt": BINARY_BT},
+                         ["distill.dtype=bf16", "distill.zero_stage=1"])
     distill(recipe)
     assert weights(tmp_path, "binary_bt")["score.weight"].dtype == torch.bfloat16
     assert summary(tmp_path, "binary_bt")["held_out_accuracy"] >= 0.8

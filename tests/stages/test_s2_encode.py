@@ -109,4 +109,5 @@ def test_tokenizer_mismatch(tok, tiny_model):
     assert tokenizer_mismatch(tok, same, ["some text to compare"]) is None
     other = AutoTokenizer.from_pretrained(tiny_model)
     other.add_tokens(["<new_token>"])
-    assert "vocabularies differ (2048 vs 2049 entries; 0 only in the student, 1 only" in tokenizer_mismatch(tok, other, [])
+    why = tokenizer_mismatch(tok, other, [])
+    assert "vocabularies differ (2048 vs 2049 entries; 0 only in the student, 1 only" in why

@@ -83,7 +83,17 @@ def test_recipe_errors_name_the_key(tmp_path):
 
 
 def test_kl_needs_teacher_top_logprobs(tmp_path):
-    spec = "  variants:\n    v: {pairs: refined, margin: calibrated, objective: margin_mse, sft_weight: 0, kl_weight: 0.5}"
+    spec = ("  variants:\n"
+            "    v: {pairs: refined, margin: calibrated, objective: margin_mse, sft_weight: 0, kl_weight: 0.5}")
     with pytest.raises(RecipeError, match=r"distill.variants.v.kl_weight: 0.5 needs the teacher's top-k logprobs"):
         load_recipe(recipe_file(tmp_path, spec, top_logprobs=0))
     assert load_recipe(recipe_file(tmp_path, spec, top_logprobs=5)).distill.variants["v"].kl_weight == 0.5
+
+
+def test_local_ray_must_fit_the_ranks(tmp_path):
+    spec = ("  variants:\n    v: {pairs: initial, margin: none, objective: bt, sft_weight: 0, kl_weight: 0}\n"
+            "  num_processes: 2\n  cpus_per_process: 2")
+    path = recipe_file(tmp_path, spec)
+    with pytest.raises(RecipeError, match=r"distill.num_processes: 2 ranks need 4 CPUs, but cluster.num_cpus is 2"):
+        load_recipe(path, ["cluster.num_cpus=2"])
+    assert load_recipe(path, ["cluster.num_cpus=4"]).distill.num_processes == 2
