@@ -23,7 +23,8 @@ T = TypeVar("T")
 class PairItem:
     """One presentation order of a pair: `first` is shown as Assistant 1."""
 
-    key: str  # e.g. "<prompt id>/ab"
+    key: str  # stable and unique: "<prompt id>/ab" or "<prompt id>/ba"
+    prompt_id: str  # the PromptRecord's id (e.g. to look up what a programmatic judge checks)
     prompt: str
     first: str
     second: str
@@ -34,6 +35,7 @@ class RefineItem:
     """Edit `rejected` (y_l) minimally into a better answer, guided by `preferred` (y_T)."""
 
     key: str
+    prompt_id: str
     prompt: str
     preferred: str
     rejected: str

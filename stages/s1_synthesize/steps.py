@@ -84,8 +84,8 @@ def initial_pairs(cfg: SynthesizeConfig, prompts: list[PromptRecord], cands: dic
             a, b = pick_pair(cands[p.id], seeded_rng(seed, "pair", p.id))
             shown[p.id] = (a, b)
             texts = cands[p.id]
-            items += [PairItem(f"{p.id}/ab", p.prompt, texts[a].text, texts[b].text),
-                      PairItem(f"{p.id}/ba", p.prompt, texts[b].text, texts[a].text)]
+            items += [PairItem(f"{p.id}/ab", p.id, p.prompt, texts[a].text, texts[b].text),
+                      PairItem(f"{p.id}/ba", p.id, p.prompt, texts[b].text, texts[a].text)]
     verdicts = judge.score_pairs(items)
     stats.judged("initial_scores", verdicts)
     st, pairs, consistent = stats.steps["initial_scores"], {}, []
@@ -143,7 +143,8 @@ def _topk_arrays(top, k: int) -> TopK:
 def refinements(prompts: list[PromptRecord], pairs: dict[str, InitialPair], answers: dict[str, TeacherAnswer],
                 judge: Judge, stats: StageStats) -> dict[str, Refinement]:
     """Steps 4-5: the judge edits y_l into y*_w guided by y_T, then scores y*_w anchored on s_l."""
-    items = [RefineItem(p.id, p.prompt, answers[p.id].text, pairs[p.id].rejected) for p in prompts if p.id in answers]
+    items = [RefineItem(p.id, p.id, p.prompt, answers[p.id].text, pairs[p.id].rejected)
+             for p in prompts if p.id in answers]
     verdicts = judge.refine(items)
     stats.judged("refine", verdicts)
     st, refined = stats.steps["refine"], []

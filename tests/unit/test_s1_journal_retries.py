@@ -71,7 +71,7 @@ def cfg(**kw) -> SynthesizeConfig:
 
 def test_unparseable_answers_are_asked_again_then_dropped_never_defaulted():
     teacher = ScriptedTeacher({"good": ["8 3"], "late": ["no idea", "7 2"], "never": ["?", "??", "???"]})
-    items = [PairItem(key, "q", "x", "y") for key in ("good", "late", "never")]
+    items = [PairItem(key, key, "q", "x", "y") for key in ("good", "late", "never")]
     good, late, never = LLMJudge(teacher, cfg(parse_retries=2, retry_temperature=0.9)).score_pairs(items)
     assert (good.value, good.attempts, good.parse_failures) == ((8.0, 3.0), 1, 0)
     assert (late.value, late.attempts, late.parse_failures) == ((7.0, 2.0), 2, 1)
@@ -88,7 +88,7 @@ def test_prompts_the_teacher_cannot_fit_are_dropped_without_retry():
             return [GenerationResult(id=r.id, error="prompt_too_long") for r in requests]
 
     teacher = TooLong({})
-    (verdict,) = LLMJudge(teacher, cfg()).score_pairs([PairItem("p", "q", "x", "y")])
+    (verdict,) = LLMJudge(teacher, cfg()).score_pairs([PairItem("p", "p", "q", "x", "y")])
     assert verdict.reason == "prompt_too_long" and len(teacher.requests) == 1
 
 
