@@ -1,0 +1,64 @@
+"""The whole pipeline through the CLI on tiny models: every folder published, the report written, reruns skip."""
+
+from pathlib import Path
+
+import pytest
+
+from rlhf_stack.artifacts import read_manifest
+from rlhf_stack.cli import main
+from rlhf_stack.runner import all_jobs, load_run
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "recipes" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    assert main(["run", str(TINY), "--set", f"run_dir={run_dir}"]) == 0
+    return run_dir
+
+
+def test_every_job_publishes_a_manifest_of_its_kind(tiny_run):
+    jobs = all_jobs(load_run(tiny_run))
+    assert {j.stage for j in jobs} == {"synthesize", "distill", "ppo", "evaluate"}
+    for job in jobs:
+        manifest = read_manifest(tiny_run / job.folder)
+        assert manifest is not None, job.folder
+        assert manifest.kind == job.kind and manifest.folder == job.folder
+    policy = tiny_run / "s3_ppo" / "rm_distiller" / "checkpoint"
+    assert (policy / "config.json").exists() and (policy / "model.safetensors").exists()
+
+
+def test_report_leads_with_the_comparison_table(tiny_run):
+    report = (tiny_run / "report" / "report.md").read_text()
+    first_table = report[report.index("|"):].split("\n\n")[0]
+    assert "rm_distiller" in first_table and "binary_bt" in first_table
+    assert "RewardBench" in first_table and "MT-Bench" in first_table
+    assert sorted(p.name for p in (tiny_run / "report").glob("*.png"))
+
+
+def _manifest_texts(run_dir: Path) -> dict[str, str]:
+    return {j.folder: (run_dir / j.folder / "manifest.json").read_text() for j in all_jobs(load_run(run_dir))}
+
+
+def test_second_run_skips_everything_and_status_says_done(tiny_run, capsys):
+    before = _manifest_texts(tiny_run)
+    assert main(["run", str(TINY), "--set", f"run_dir={tiny_run}"]) == 0
+    assert _manifest_texts(tiny_run) == before  # nothing reran: every manifest is the same file
+    capsys.readouterr()
+    assert main(["status", str(tiny_run)]) == 0
+    states = dict(line.split() for line in capsys.readouterr().out.splitlines())
+    assert set(states) == set(before) and set(states.values()) == {"done"}, states
+
+
+def test_changing_one_variant_reruns_only_its_chain(tiny_run):
+    before = _manifest_texts(tiny_run)
+    assert main(["run", str(TINY), "--set", f"run_dir={tiny_run}", "--set",
+                 "distill.variants.binary_bt.objective=margin_bt", "--set",
+                 "distill.variants.binary_bt.margin=raw"]) == 0
+    after = _manifest_texts(tiny_run)
+    changed = {folder for folder in before if before[folder] != after[folder]}
+    assert {"s2_distill/binary_bt", "s3_ppo/binary_bt", "s4_evaluate/rm/binary_bt"} <= changed
+    assert not changed & {"s1_synthesize", "s2_distill/rm_distiller", "s3_ppo/rm_distiller",
+                          "s4_evaluate/rm/rm_distiller", "s4_evaluate/policy/rm_distiller"}
