@@ -105,6 +105,7 @@ def run_ours(args, pairs: list[dict], work: Path) -> dict:
         micro_pairs=args.micro_pairs, world_size=1, zero_stage=0, dtype=args.dtype,
         device="cuda" if torch.cuda.is_available() else "cpu", gradient_checkpointing=False, lr=1e-5,
         lr_schedule="constant", warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, group_by_length=True,
+        split_rows_min_saving=args.split_rows_min_saving,
         checkpoint_every_steps=None, seed=0,  # TRL saves nothing either
     )
     data = TrainData(train=train, held_out={"initial": []}, held_out_answers=[], own_pairs="initial")
@@ -178,6 +179,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--threads", type=int, help="torch threads per trainer (default: torch's choice)")
+    parser.add_argument("--split-rows-min-saving", type=float, default=0.2, help="distill.split_rows_min_saving")
     parser.add_argument("--worker", choices=("ours", "trl", "trl_no_checkpointing"), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)

@@ -63,6 +63,9 @@ class DistillConfig(StrictModel):
     epochs: float = Field(1.0, gt=0)
     held_out_fraction: float = Field(0.1, ge=0, lt=1)  # share of prompts kept out of training, same for all variants
     group_by_length: bool = True  # batch pairs of similar length together (less padding, faster)
+    # A micro-batch's rows go through the backbone in length-sorted halves (and halves of those) while a split
+    # pads at least this share of the tokens fewer; 1: always one pass.
+    split_rows_min_saving: float = Field(0.2, ge=0, le=1)
     checkpoint_every_steps: int = Field(50, ge=1)  # resumable training state in the job's _work folder
 
     @model_validator(mode="after")

@@ -34,9 +34,10 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
 class RewardStudent(nn.Module):
     """Causal LM + `score` head. forward -> (rewards [r], logits [t, V] at the requested positions or None)."""
 
-    def __init__(self, lm: nn.Module, head_seed: int):
+    def __init__(self, lm: nn.Module, head_seed: int, split_min_saving: float = 1.0):
         super().__init__()
         self.lm = lm
+        self.split_min_saving = split_min_saving  # see length_groups; 1.0: one pass per batch
         hidden = lm.config.hidden_size
         self.score = nn.Linear(hidden, 1, bias=False, dtype=lm.dtype)
         generator = torch.Generator().manual_seed(head_seed)
@@ -54,7 +55,7 @@ class RewardStudent(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, num_reward_rows: int,
                 lm_rows: Tensor | None = None, lm_cols: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """Rewards of the first rows and LM logits at selected positions, from one backbone pass.
+        """Rewards of the first rows and LM logits at selected positions.
 
         Args:
             input_ids: [n, L].
@@ -66,24 +67,70 @@ class RewardStudent(nn.Module):
         Returns:
             rewards [r] in float32, and logits [t, V] (or None).
         """
-        if is_right_padded(attention_mask):
-            # Causal attention never lets a real token see the pads after it, so no padding mask is needed: the
-            # backbone takes the plain causal path (fused attention kernels instead of a materialized mask).
-            hidden = self.backbone(input_ids=input_ids, use_cache=False).last_hidden_state  # [n, L, H]
-        else:
-            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                                   position_ids=position_ids_from_mask(attention_mask),
-                                   use_cache=False).last_hidden_state
-        rows = torch.arange(num_reward_rows, device=input_ids.device)
-        last = last_token_index(attention_mask[:num_reward_rows])
-        rewards = self.score(hidden[rows, last]).squeeze(-1).float()  # [r]
-        logits = None
-        if lm_rows is not None and lm_rows.numel():
-            logits = self.lm.get_output_embeddings()(hidden[lm_rows, lm_cols])  # [t, V]
+        last = last_token_index(attention_mask)  # [n]
+        want_lm = lm_rows is not None and lm_rows.numel() > 0
+        reward_parts, lm_parts = [], []
+        for rows, hidden in self._passes(input_ids, attention_mask):  # hidden: [len(rows), width, H]
+            local = {row: i for i, row in enumerate(rows.tolist())}
+            reward_rows = [row for row in local if row < num_reward_rows]
+            if reward_rows:
+                at = torch.tensor([local[r] for r in reward_rows], device=input_ids.device)
+                reward_parts.append((reward_rows, hidden[at, last[reward_rows]]))
+            if want_lm:
+                in_pass = torch.isin(lm_rows, rows).nonzero().squeeze(1)  # [t_pass]
+                if in_pass.numel():
+                    at = torch.tensor([local[r] for r in lm_rows[in_pass].tolist()], device=input_ids.device)
+                    lm_parts.append((in_pass.tolist(), hidden[at, lm_cols[in_pass]]))
+        rewards = self.score(_in_order(reward_parts)).squeeze(-1).float() if reward_parts else \
+            input_ids.new_zeros(0, dtype=torch.float32)
+        logits = self.lm.get_output_embeddings()(_in_order(lm_parts)) if want_lm else None
         return rewards, logits
 
+    def _passes(self, input_ids: Tensor, attention_mask: Tensor):
+        """(row indices [k], last hidden states [k, width, H]) per backbone pass.
 
-def load_student(model_dir: Path, head_seed: int, gradient_checkpointing: bool) -> RewardStudent:
+        Right-padded rows need no padding mask: causal attention never lets a real token see the pads after it,
+        so the backbone takes its plain causal path (fused attention instead of a materialized mask). They go
+        through in length-sorted groups, each cut to its own longest row (see `length_groups`).
+        """
+        if not is_right_padded(attention_mask):
+            rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+            yield rows, self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                                      position_ids=position_ids_from_mask(attention_mask),
+                                      use_cache=False).last_hidden_state
+            return
+        lengths = attention_mask.sum(1).tolist()
+        for group in length_groups(lengths, self.split_min_saving):
+            rows = torch.tensor(group, device=input_ids.device)
+            width = max(lengths[i] for i in group)
+            yield rows, self.backbone(input_ids=input_ids[rows, :width], use_cache=False).last_hidden_state
+
+
+def length_groups(lengths: list[int], min_saving: float) -> list[list[int]]:
+    """Row indices sorted by length and halved while a split pads at least `min_saving` of the tokens fewer.
+
+    Within a micro-batch the chosen and rejected answers of a pair differ in length, so one pass pads every row to
+    the longest; two passes over the shorter and the longer half cost another backbone call but fewer tokens.
+    """
+    def split(rows: list[int]) -> list[list[int]]:
+        half = len(rows) // 2
+        padded = len(rows) * lengths[rows[-1]]
+        halves = half * lengths[rows[half - 1]] + (len(rows) - half) * lengths[rows[-1]]
+        if half == 0 or padded - halves < min_saving * padded:
+            return [rows]
+        return split(rows[:half]) + split(rows[half:])
+
+    return split(sorted(range(len(lengths)), key=lambda i: lengths[i]))
+
+
+def _in_order(parts: list[tuple[list[int], Tensor]]) -> Tensor:
+    """Concatenates per-pass pieces [k_i, H] and puts them back in the order of their indices."""
+    order = torch.tensor([i for idx, _ in parts for i in idx])
+    return torch.cat([t for _, t in parts])[torch.argsort(order).to(parts[0][1].device)]
+
+
+def load_student(model_dir: Path, head_seed: int, gradient_checkpointing: bool,
+                 split_min_saving: float = 1.0) -> RewardStudent:
     """The base causal LM in float32 (DeepSpeed casts to the training dtype) with a seeded fresh head."""
     from transformers import AutoModelForCausalLM
 
@@ -91,4 +138,4 @@ def load_student(model_dir: Path, head_seed: int, gradient_checkpointing: bool) 
     lm.config.use_cache = False
     if gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return RewardStudent(lm, head_seed)
+    return RewardStudent(lm, head_seed, split_min_saving)

@@ -48,7 +48,8 @@ def train_rank(s: TrainSettings, data: TrainData, rank: int, master_addr: str, m
 def _train(s: TrainSettings, data: TrainData, rank: int) -> RankResult:
     device = torch.device("cuda", 0) if s.device == "cuda" else torch.device("cpu")
     torch.manual_seed(s.seed)
-    student = load_student(s.model_dir, head_seed=s.seed, gradient_checkpointing=s.gradient_checkpointing)
+    student = load_student(s.model_dir, head_seed=s.seed, gradient_checkpointing=s.gradient_checkpointing,
+                           split_min_saving=s.split_rows_min_saving)
     head_init = student.score.weight.detach().clone()
     backbone_prefix = student.backbone_prefix
     model = ds.initialize(student, s)

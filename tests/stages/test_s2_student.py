@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from stages.s2_distill.batching import pad_rows
-from stages.s2_distill.student import is_right_padded, last_token_index, load_student, position_ids_from_mask
+from stages.s2_distill.student import (
+    RewardStudent,
+    is_right_padded,
+    last_token_index,
+    length_groups,
+    load_student,
+    position_ids_from_mask,
+)
 
 
 def test_mask_helpers():
@@ -15,6 +22,15 @@ def test_mask_helpers():
     assert last_token_index(right).tolist() == [1, 2] and last_token_index(left).tolist() == [2, 2]
     assert is_right_padded(right) and not is_right_padded(left)
     assert position_ids_from_mask(left).tolist() == [[1, 0, 1], [0, 1, 2]]
+
+
+def test_length_groups_split_while_it_saves_padding():
+    # Sorted: rows 0 (10), 2 (12), 3 (90), 1 (100). One pass pads 4 x 100 = 400 tokens; halves pad 2 x 12 + 2 x 100
+    # = 224 (44% fewer): split. [0, 2]: 24 vs 10 + 12 = 22 (8% fewer): keep. [3, 1]: 200 vs 190 (5%): keep.
+    assert length_groups([10, 100, 12, 90], min_saving=0.2) == [[0, 2], [3, 1]]
+    assert length_groups([10, 100, 12, 90], min_saving=1.0) == [[0, 2, 3, 1]]
+    assert length_groups([10, 100, 12, 90], min_saving=0.0) == [[0], [2], [3], [1]]
+    assert length_groups([7], min_saving=0.0) == [[0]]
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +60,15 @@ def test_lm_logits_only_at_requested_positions(student):
         full = student.lm(ids).logits[0]
     assert rewards.shape == (0,) and logits.shape == (2, 2048)
     torch.testing.assert_close(logits, full[1:3], rtol=1e-5, atol=1e-5)
+
+
+def test_split_passes_give_the_same_rewards_and_logits(student):
+    rows = [[5, 6, 7, 8, 9, 10, 11, 2], [9, 2], [12, 13, 14, 15, 16, 17, 18, 19, 20, 2], [21, 2], [22, 23, 2]]
+    ids, mask = pad_rows(rows, pad_id=3)
+    lm_rows, lm_cols = torch.tensor([4, 4, 0, 2]), torch.tensor([0, 1, 6, 8])
+    split = RewardStudent(student.lm, head_seed=0, split_min_saving=0.0).eval()  # every row in its own pass
+    with torch.no_grad():
+        one = student(ids, mask, 4, lm_rows, lm_cols)
+        many = split(ids, mask, 4, lm_rows, lm_cols)
+    torch.testing.assert_close(many[0], one[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(many[1], one[1], rtol=1e-5, atol=1e-5)
