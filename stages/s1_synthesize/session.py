@@ -58,13 +58,18 @@ class ModelSession:
         st.resumed += len(requests) - len(todo)
         st.sent += len(todo)
         if todo:
+            opening = time.perf_counter()
+            backend = self.backend()
+            started = time.perf_counter() - opening  # engine start-up is reported apart from the step's time
+            self.stats.engine_start_s[self.alias] += started
+            start += started
             with Progress(f"{step} ({self.alias})", total=len(todo)) as progress:
 
                 def on_result(result: GenerationResult) -> None:
                     self.journal.add(result)
                     progress.advance()
 
-                for result in self.backend().generate(todo, on_result=on_result):
+                for result in backend.generate(todo, on_result=on_result):
                     results[result.id] = result
                     st.fresh_completion_tokens += result.completion_tokens
         st.wall_time_s += time.perf_counter() - start

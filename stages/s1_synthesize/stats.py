@@ -67,7 +67,7 @@ class StepStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     fresh_completion_tokens: int = 0  # generated in this invocation
-    wall_time_s: float = 0.0
+    wall_time_s: float = 0.0  # engine start-up excluded
 
 
 class StageStats:
@@ -78,6 +78,7 @@ class StageStats:
         self.drops: list[dict] = []
         self.teacher_steps: set[str] = set()
         self.engine_restarts: Counter = Counter()  # model alias -> engine actors replaced after dying
+        self.engine_start_s: Counter = Counter()  # model alias -> seconds spent starting its engines
 
     def judged(self, step: str, verdicts) -> None:
         """Counts a judging step's answers, parse failures and retries."""
@@ -114,6 +115,7 @@ class StageStats:
             "requests": {n: {"sent": s.sent, "resumed": s.resumed} for n, s in steps.items()},
             "prompts_truncated": {n: s.truncated for n, s in steps.items()},
             "engine_restarts": dict(self.engine_restarts),
+            "engine_start_s": {alias: round(secs, 3) for alias, secs in self.engine_start_s.items()},
             "wall_time_s": {n: round(s.wall_time_s, 3) for n, s in steps.items()},
             "tokens_per_s": {n: (s.fresh_completion_tokens / s.wall_time_s if s.wall_time_s > 0 else None)
                              for n, s in steps.items()},

@@ -109,7 +109,9 @@ def test_recipe_checks_of_the_synthesize_section(tmp_path):
            "teacher_engine.max_model_len (1024)" in text
 
 
-def test_stats_record_engine_restarts_per_model():
+def test_stats_record_engine_restarts_and_start_up_per_model():
     stats = StageStats()
     stats.engine_restarts["teacher"] += 1
-    assert stats.to_json(margins=[], edit_distances=[], consistent=[])["engine_restarts"] == {"teacher": 1}
+    stats.engine_start_s["teacher"] += 12.3456
+    out = stats.to_json(margins=[], edit_distances=[], consistent=[])
+    assert out["engine_restarts"] == {"teacher": 1} and out["engine_start_s"] == {"teacher": 12.346}
