@@ -49,7 +49,7 @@ def test_bad_choice_lists_choices_and_suggests(tmp_path):
 
 
 def test_range_and_cross_field_rules(tmp_path):
-    problems = _problems(TINY, ["distill.pairs_per_step=5"])
+    problems = _problems(TINY, ["distill.pairs_per_step=5", "distill.micro_pairs_per_device=2"])
     assert problems == [
         "distill: pairs_per_step (5) must be a multiple of micro_pairs_per_device x num_processes (2 x 1)"
     ]
