@@ -99,13 +99,16 @@ def run_ours(args, pairs: list[dict], work: Path) -> dict:
     tok = load_student_tokenizer(args.model_dir)
     train = [EncodedPair(str(i), p["chosen_ids"], p["rejected_ids"], None, 0.0) for i, p in enumerate(pairs)]
     steps = len(pairs) // args.pairs_per_step
+    split_rows = args.split_rows_min_saving
+    if split_rows is None:  # the stage's default
+        split_rows = 1.0 if torch.cuda.is_available() else 0.1
     settings = TrainSettings(
         model_dir=args.model_dir, work_dir=work, out_dir=None, objective="bt", sft_weight=0.0, kl_weight=0.0,
         kl_temperature=1.0, pad_token_id=tok.pad_token_id, num_steps=steps, pairs_per_step=args.pairs_per_step,
         micro_pairs=args.micro_pairs, world_size=1, zero_stage=0, dtype=args.dtype,
         device="cuda" if torch.cuda.is_available() else "cpu", gradient_checkpointing=False, lr=1e-5,
         lr_schedule="constant", warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, group_by_length=True,
-        split_rows_min_saving=args.split_rows_min_saving,
+        split_rows_min_saving=split_rows,
         checkpoint_every_steps=None, seed=0,  # TRL saves nothing either
     )
     data = TrainData(train=train, held_out={"initial": []}, held_out_answers=[], own_pairs="initial")
@@ -179,7 +182,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--threads", type=int, help="torch threads per trainer (default: torch's choice)")
-    parser.add_argument("--split-rows-min-saving", type=float, default=0.2, help="distill.split_rows_min_saving")
+    parser.add_argument("--split-rows-min-saving", type=float, help="distill.split_rows_min_saving (default: "
+                        "the stage's: 0.1 on CPU, one pass on GPU)")
     parser.add_argument("--worker", choices=("ours", "trl", "trl_no_checkpointing"), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)

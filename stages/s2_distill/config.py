@@ -64,8 +64,9 @@ class DistillConfig(StrictModel):
     held_out_fraction: float = Field(0.1, ge=0, lt=1)  # share of prompts kept out of training, same for all variants
     group_by_length: bool = True  # batch pairs of similar length together (less padding, faster)
     # A micro-batch's rows go through the backbone in length-sorted halves (and halves of those) while a split
-    # pads at least this share of the tokens fewer; 1: always one pass.
-    split_rows_min_saving: float = Field(0.2, ge=0, le=1)
+    # pads at least this share of the tokens fewer; 1: always one pass. None: 0.1 on CPU (measured fastest); one
+    # pass on GPU, where a small model's extra passes cost more in kernel launches than their tokens.
+    split_rows_min_saving: float | None = Field(None, ge=0, le=1)
     checkpoint_every_steps: int = Field(50, ge=1)  # resumable training state in the job's _work folder
 
     @model_validator(mode="after")
@@ -81,6 +82,13 @@ class DistillConfig(StrictModel):
     @property
     def gradient_accumulation_steps(self) -> int:
         return self.pairs_per_step // (self.micro_pairs_per_device * self.num_processes)
+
+    @property
+    def split_rows(self) -> float:
+        """split_rows_min_saving, with its device-dependent default resolved."""
+        if self.split_rows_min_saving is not None:
+            return self.split_rows_min_saving
+        return 1.0 if self.gpus_per_process else 0.1
 
     def model_aliases(self) -> dict[str, str]:
         return {"distill.base_model": self.base_model}

@@ -67,6 +67,6 @@ class TrainSettings:
             dtype=cfg.dtype, device="cuda" if cfg.gpus_per_process else "cpu",
             gradient_checkpointing=cfg.gradient_checkpointing, lr=cfg.lr, lr_schedule=cfg.lr_schedule,
             warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-            group_by_length=cfg.group_by_length, split_rows_min_saving=cfg.split_rows_min_saving,
+            group_by_length=cfg.group_by_length, split_rows_min_saving=cfg.split_rows,
             checkpoint_every_steps=cfg.checkpoint_every_steps, seed=seed,
         )

@@ -63,6 +63,9 @@ def test_gradient_accumulation_is_derived_and_must_divide():
     cfg = DistillConfig(base_model="m", variants=variants, pairs_per_step=16, micro_pairs_per_device=2,
                         num_processes=2)
     assert cfg.gradient_accumulation_steps == 4
+    assert cfg.split_rows == 0.1  # CPU default
+    assert cfg.model_copy(update={"gpus_per_process": 1}).split_rows == 1.0  # GPU: one pass per micro-batch
+    assert cfg.model_copy(update={"split_rows_min_saving": 0.3}).split_rows == 0.3
     with pytest.raises(ValidationError, match=r"pairs_per_step \(10\) must be a multiple of .*\(4 x 2\)"):
         DistillConfig(base_model="m", variants=variants, pairs_per_step=10, micro_pairs_per_device=4,
                       num_processes=2)
