@@ -10,6 +10,7 @@ from pydantic import Field
 from ray_cluster.engine_config import EngineConfig
 from rlhf_stack.config import StrictModel
 from rlhf_stack.errors import Problem
+from rlhf_stack.sandbox.noise import NoiseConfig
 
 if TYPE_CHECKING:
     from rlhf_stack.recipe import Recipe
@@ -26,6 +27,24 @@ class SamplingConfig(StrictModel):
 
 
 _SAMPLED = dict(temperature=0.7, top_p=0.8, top_k=20)  # METHOD.md §10: responses, refinement
+JudgeName = Literal["llm", "verifier"]  # llm: the teacher model; verifier: the sandbox's checker (docs/sandbox.md)
+
+
+class JudgeRoles(StrictModel):
+    """Who plays each judging role. Candidates and y_T always come from the LLM engines."""
+
+    initial_scores: JudgeName = "llm"  # pairwise scores of two candidates, both orders
+    refine: JudgeName = "llm"  # the minimal edit of the rejected answer
+    calibrate: JudgeName = "llm"  # the score of the edited answer
+
+    def uses(self, judge: str) -> list[str]:
+        return [role for role, name in self.model_dump().items() if name == judge]
+
+
+class VerifierConfig(StrictModel):
+    """The sandbox verifier as a judge: exact checks of each prompt's constraints, through a noise model."""
+
+    noise: NoiseConfig = NoiseConfig()  # seeded by the recipe seed
 
 
 class SynthesizeConfig(StrictModel):
@@ -34,7 +53,15 @@ class SynthesizeConfig(StrictModel):
     generators: list[str] = Field(min_length=1)  # model aliases that write candidate answers
     generator_engine: EngineConfig = EngineConfig()  # a generator that is also the teacher uses teacher_engine
     responses_per_generator: int = Field(1, ge=1)
-    judge: Literal["llm"] = "llm"  # who plays the judging roles (pair scores, refinement, calibrated score)
+    judges: JudgeRoles = JudgeRoles()  # who plays each judging role (pair scores, refinement, calibrated score)
+    verifier: VerifierConfig | None = None  # required when a role uses the verifier
+    # Seed of every LLM request of this stage (candidates, y_T, LLM judgments); default: the recipe seed. Fixing it
+    # lets runs that differ in their seed (RM training, verifier noise) share what the LLM wrote.
+    generation_seed: int | None = None
+    # A JSONL file of finished LLM requests shared by runs (relative to the recipe file): a request whose model,
+    # engine, seed and content match an entry is answered from it. Runs must not write to one cache at once.
+    # Not part of the stage's config hash: it changes how long the stage takes, not what it writes.
+    generation_cache: str | None = None
     score_format: Literal["regex", "free"] = "regex"  # regex: constrained decoding makes scores parseable
     score_from: Literal["text", "expectation"] = "text"  # expectation: probability-weighted over score tokens
     score_top_logprobs: int = Field(20, ge=2)  # alternatives read per score token (score_from: expectation)
@@ -60,7 +87,7 @@ class SynthesizeConfig(StrictModel):
         return refs
 
     def check(self, recipe: "Recipe") -> list[Problem]:
-        problems = []
+        problems = self._judge_problems(recipe)
         if self.refine_max_chars is not None and not self.structured_refinement:
             problems.append(Problem("synthesize.refine_max_chars", "only applies with structured_refinement: true",
                                     "remove it or set structured_refinement: true"))
@@ -70,8 +97,12 @@ class SynthesizeConfig(StrictModel):
         if len(self.generators) * self.responses_per_generator < 2:
             problems.append(Problem("synthesize.responses_per_generator", "one generator with one response gives "
                                     "no pair to compare", "add a generator or set responses_per_generator: 2"))
-        teacher_uses = {"judge_sampling": self.judge_sampling, "answer_sampling": self.answer_sampling,
-                        "refine_sampling": self.refine_sampling, "calibrate_sampling": self.calibrate_sampling}
+        llm_roles = self.judges.uses("llm")
+        teacher_uses = {"answer_sampling": self.answer_sampling}
+        for role, key in (("initial_scores", "judge_sampling"), ("refine", "refine_sampling"),
+                          ("calibrate", "calibrate_sampling")):
+            if role in llm_roles:
+                teacher_uses[key] = getattr(self, key)
         if self.rmboost:
             teacher_uses["rmboost_sampling"] = self.rmboost_sampling
         uses = [(k, s, "teacher_engine", self.teacher_engine) for k, s in teacher_uses.items()]
@@ -89,3 +120,16 @@ class SynthesizeConfig(StrictModel):
                                             f"returns ({OPENAI_MAX_TOP_LOGPROBS})",
                                             f"set it to {OPENAI_MAX_TOP_LOGPROBS} or less"))
         return problems
+
+    def _judge_problems(self, recipe: "Recipe") -> list[Problem]:
+        from rlhf_stack.sandbox import sandbox_problems
+
+        roles = self.judges.uses("verifier")
+        if roles and self.verifier is None:
+            return [Problem("synthesize.verifier", f"judges {', '.join(roles)} use the verifier, which is not "
+                            "configured", "add `verifier: {noise: {flip_prob: 0.0}}` (or set those judges to llm)")]
+        if not roles and self.verifier is not None:
+            return [Problem("synthesize.verifier", "no judging role uses the verifier",
+                            "set e.g. `judges: {initial_scores: verifier, refine: verifier, calibrate: verifier}`, "
+                            "or remove verifier")]
+        return sandbox_problems(recipe.prompts_path) if roles and recipe.prompts_path.is_file() else []

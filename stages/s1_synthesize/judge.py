@@ -5,8 +5,9 @@ LLM generation pool. Each role is a batch method: it receives items and returns 
 holding either the value or the reason the item is dropped. A judge never invents a value: when it cannot
 produce one, it says why.
 
-To add a judge: implement `Judge` (three methods and a `name`), add its name to `SynthesizeConfig.judge`, and
-build it in `make_judge` (stage.py). The item's `key` is stable across runs; use it for anything that must repeat
+Judges: `llm_judge.LLMJudge` (the teacher model) and `verifier_judge.VerifierJudge` (the sandbox's programmatic
+checker); `synthesize.judges` picks one per role. To add a judge: implement `Judge` (three methods and a `name`),
+add its name to `JudgeName` (config.py), and build it in `make_judge` (stage.py). The item's `key` is stable across runs; use it for anything that must repeat
 identically on a rerun (seeds, noise).
 """
 

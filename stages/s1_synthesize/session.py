@@ -1,5 +1,6 @@
-"""One model's engines behind a journaled `generate`: answered requests come from the journal, the rest go to the
-engines (started only when something is left to send), and every step's counts, tokens and time are recorded."""
+"""One model's engines behind a journaled `generate`: answered requests come from the journal (or from a generation
+cache shared by runs), the rest go to the engines (started only when something is left to send), and every step's
+counts, tokens and time are recorded."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from ray_cluster.engine_config import EngineConfig
@@ -32,11 +33,23 @@ def make_request(step: str, model: str, key: str, messages: tuple[tuple[str, str
     return GenerationRequest(id=f"{step}/{key}#{digest}", messages=messages, sampling=sampling, overflow=overflow)
 
 
+def cache_scope(model: dict, engine: EngineConfig, seed: int) -> str:
+    """What, besides a request's own content, decides its answer: the model, its engine and the engine seed."""
+    content = json.dumps([model, engine.model_dump(mode="json"), seed], sort_keys=True)
+    return hashlib.sha256(content.encode()).hexdigest()[:16]
+
+
 class ModelSession:
-    """See the module docstring. `teacher=True` counts this model's tokens as teacher tokens in stats.json."""
+    """See the module docstring. `teacher=True` counts this model's tokens as teacher tokens in stats.json.
+
+    Args:
+        cache: a generation cache shared by runs, or None; entries are keyed by `scope` and the request id.
+        scope: `cache_scope(...)` of this model, engine and seed.
+    """
 
     def __init__(self, alias: str, model_dir: Callable[[], Path], engine: EngineConfig, *, cluster: ClusterConfig,
-                 seed: int, journal: RequestJournal, stats: StageStats, teacher: bool):
+                 seed: int, journal: RequestJournal, stats: StageStats, teacher: bool,
+                 cache: RequestJournal | None = None, scope: str = ""):
         self.alias = alias
         self._model_dir = model_dir
         self.engine = engine
@@ -45,6 +58,8 @@ class ModelSession:
         self.journal = journal
         self.stats = stats
         self.teacher = teacher
+        self.cache = cache
+        self.scope = scope
         self._stack = ExitStack()
         self._backend = None
 
@@ -54,8 +69,13 @@ class ModelSession:
             self.stats.teacher_steps.add(step)
         start = time.perf_counter()
         results = {r.id: self.journal.get(r.id) for r in requests}
+        st.resumed += sum(result is not None for result in results.values())
+        if self.cache is not None:
+            for r in requests:
+                if results[r.id] is None and (hit := self.cache.get(self._cache_id(r.id))) is not None:
+                    results[r.id] = replace(hit, id=r.id)
+                    st.shared += 1
         todo = [r for r in requests if results[r.id] is None]
-        st.resumed += len(requests) - len(todo)
         st.sent += len(todo)
         if todo:
             opening = time.perf_counter()
@@ -67,6 +87,8 @@ class ModelSession:
 
                 def on_result(result: GenerationResult) -> None:
                     self.journal.add(result)
+                    if self.cache is not None and not result.error:
+                        self.cache.add(replace(result, id=self._cache_id(result.id)))
                     progress.advance()
 
                 for result in backend.generate(todo, on_result=on_result):
@@ -79,6 +101,9 @@ class ModelSession:
             st.completion_tokens += result.completion_tokens
             st.truncated += result.prompt_truncated
         return ordered
+
+    def _cache_id(self, request_id: str) -> str:
+        return f"{self.scope}/{request_id}"
 
     def backend(self):
         if self._backend is None:

@@ -6,6 +6,7 @@ prompts (synthesize split) -> preference_data (PreferenceRecord shards, teacher 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rlhf_stack.artifacts import write_json_atomic
@@ -17,7 +18,7 @@ from stages.s1_synthesize import steps
 from stages.s1_synthesize.config import SynthesizeConfig
 from stages.s1_synthesize.journal import RequestJournal
 from stages.s1_synthesize.judge import Judge
-from stages.s1_synthesize.session import ModelSession
+from stages.s1_synthesize.session import ModelSession, cache_scope
 from stages.s1_synthesize.stats import StageStats
 
 if TYPE_CHECKING:
@@ -31,14 +32,19 @@ JOURNAL = "requests.jsonl"  # in the work dir: finished requests, for resuming
 
 
 def jobs(recipe: "Recipe") -> list[Job]:
+    from rlhf_stack.sandbox import constraints_path
+
     cfg = recipe.synthesize
     key = {
-        "synthesize": cfg.model_dump(mode="json"),
+        "synthesize": cfg.model_dump(mode="json", exclude={"generation_cache"}),
         "models": {a: recipe.models[a].model_dump(mode="json") for a in cfg.model_aliases().values()},
         "data": recipe.data.model_dump(mode="json", exclude={"prompts"}),
         "seed": recipe.seed,
     }
-    return [Job(stage="synthesize", folder=FOLDER, kind=KIND, key=key, run=run, files=(recipe.prompts_path,))]
+    files = (recipe.prompts_path,)
+    if cfg.judges.uses("verifier"):
+        files += (constraints_path(recipe.prompts_path),)
+    return [Job(stage="synthesize", folder=FOLDER, kind=KIND, key=key, run=run, files=files)]
 
 
 def run(ctx: JobContext) -> dict:
@@ -55,13 +61,18 @@ def run(ctx: JobContext) -> dict:
 
     stats = StageStats()
     journal = RequestJournal(ctx.work_dir / JOURNAL)
-    sessions = {alias: ModelSession(
-        alias, lambda a=alias: ctx.model(a), cfg.teacher_engine if alias == cfg.teacher else cfg.generator_engine,
-        cluster=ctx.cluster, seed=ctx.seed, journal=journal, stats=stats, teacher=alias == cfg.teacher,
-    ) for alias in {cfg.teacher, *cfg.generators}}
+    cache = RequestJournal(_resolve(cfg.generation_cache, ctx)) if cfg.generation_cache else None
+    seed = ctx.seed if cfg.generation_seed is None else cfg.generation_seed
+    sessions = {}
+    for alias in {cfg.teacher, *cfg.generators}:
+        engine = cfg.teacher_engine if alias == cfg.teacher else cfg.generator_engine
+        scope = cache_scope(ctx.recipe.models[alias].model_dump(mode="json"), engine, seed)
+        sessions[alias] = ModelSession(alias, lambda a=alias: ctx.model(a), engine, cluster=ctx.cluster, seed=seed,
+                                       journal=journal, stats=stats, teacher=alias == cfg.teacher, cache=cache,
+                                       scope=scope)
     try:
         teacher = sessions[cfg.teacher]
-        judge = make_judge(cfg, teacher)
+        judge = make_judge(cfg, teacher, ctx)
         candidates = steps.candidates(cfg, prompts, sessions, stats)
         pairs, consistent = steps.initial_pairs(cfg, prompts, candidates, judge, stats, ctx.seed)
         answers, topk = steps.teacher_answers(cfg, prompts, pairs, teacher, stats)
@@ -71,6 +82,8 @@ def run(ctx: JobContext) -> dict:
         for session in sessions.values():
             session.close()
         journal.close()
+        if cache is not None:
+            cache.close()
 
     records = [PreferenceRecord(id=p.id, prompt=p.prompt, candidates=candidates[p.id], initial=pairs[p.id],
                                 teacher_answer=answers.get(p.id), refinement=refined.get(p.id),
@@ -88,13 +101,29 @@ def run(ctx: JobContext) -> dict:
             "teacher_tokens": report["teacher_tokens"]}
 
 
-def make_judge(cfg: SynthesizeConfig, teacher: ModelSession) -> Judge:
-    """The judge the recipe names (`synthesize.judge`) for the pair scores, the refinement and the calibration."""
-    if cfg.judge == "llm":
-        from stages.s1_synthesize.llm_judge import LLMJudge
+def make_judge(cfg: SynthesizeConfig, teacher: ModelSession, ctx: JobContext) -> Judge:
+    """The judges the recipe names (`synthesize.judges`) for the pair scores, the refinement and the calibration."""
+    from stages.s1_synthesize.verifier_judge import RoutedJudge
 
-        return LLMJudge(teacher, cfg)
-    raise ValueError(f"synthesize.judge {cfg.judge!r} has no implementation")  # the config's Literal prevents this
+    built: dict[str, Judge] = {}
+    for name in set(cfg.judges.model_dump().values()):
+        if name == "llm":
+            from stages.s1_synthesize.llm_judge import LLMJudge
+
+            built[name] = LLMJudge(teacher, cfg)
+        else:  # "verifier", the only other name the config allows
+            from rlhf_stack.sandbox import Verifier
+            from stages.s1_synthesize.verifier_judge import VerifierJudge
+
+            built[name] = VerifierJudge(Verifier.from_prompt_file(ctx.recipe.prompts_path, cfg.verifier.noise,
+                                                                  seed=ctx.seed))
+    roles = cfg.judges
+    return RoutedJudge(built[roles.initial_scores], built[roles.refine], built[roles.calibrate])
+
+
+def _resolve(path: str, ctx: JobContext) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else ctx.recipe.base_dir / p
 
 
 def write_records(ctx: JobContext, records: list[PreferenceRecord], topk: dict) -> int:

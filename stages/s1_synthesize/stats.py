@@ -63,6 +63,7 @@ class StepStats:
     retried: int = 0  # judge items asked more than once
     sent: int = 0  # requests sent to an engine in this invocation
     resumed: int = 0  # requests answered from the record of an earlier, interrupted invocation
+    shared: int = 0  # requests answered from the generation cache shared by runs (synthesize.generation_cache)
     truncated: int = 0  # requests whose prompt was cut to fit the context
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -112,7 +113,7 @@ class StageStats:
             "edit_distance": summary(edit_distances),
             "teacher_tokens": {"prompt": sum(s.prompt_tokens for s in teacher),
                                "completion": sum(s.completion_tokens for s in teacher)},
-            "requests": {n: {"sent": s.sent, "resumed": s.resumed} for n, s in steps.items()},
+            "requests": {n: {"sent": s.sent, "resumed": s.resumed, "shared": s.shared} for n, s in steps.items()},
             "prompts_truncated": {n: s.truncated for n, s in steps.items()},
             "engine_restarts": dict(self.engine_restarts),
             "engine_start_s": {alias: round(secs, 3) for alias, secs in self.engine_start_s.items()},
