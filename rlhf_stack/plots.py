@@ -83,3 +83,34 @@ def horizontal_bars(path: Path, title: str, values: Mapping[str, float], xlabel:
     ax.set_xlabel(xlabel)
     ax.grid(axis="x", alpha=0.3)
     return _save(plt, fig, path)
+
+
+def interval_lines(path: Path, title: str, xs: Sequence[float | str],
+                   series: Mapping[str, Sequence[tuple[float, float | None, float | None] | None]], xlabel: str,
+                   ylabel: str) -> Path:
+    """One line per series through (mean, low, high) at each x, with the interval as error bars; None = no point.
+
+    Numeric xs are placed at their values (e.g. noise levels); other xs are evenly spaced categories.
+    """
+    plt, fig, (ax,) = _figure()
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+    positions = [float(x) for x in xs] if numeric else list(range(len(xs)))
+    span = max(positions) - min(positions) if numeric and len(positions) > 1 else float(len(positions))
+    shift = span * 0.015  # keeps overlapping error bars apart
+    ax.set_xlim(min(positions) - span * 0.1 - 0.5 * (not numeric), max(positions) + span * 0.1 + 0.5 * (not numeric))
+    for k, (name, points) in enumerate(series.items()):
+        pts = [(p + (k - (len(series) - 1) / 2) * shift, v) for p, v in zip(positions, points) if v is not None]
+        if not pts:
+            continue
+        mean = [v[0] for _, v in pts]
+        below = [v[0] - v[1] if v[1] is not None else 0.0 for _, v in pts]
+        above = [v[2] - v[0] if v[2] is not None else 0.0 for _, v in pts]
+        ax.errorbar([p for p, _ in pts], mean, yerr=[below, above], marker="o", capsize=4, label=name)
+    ax.set_xticks(positions)
+    ax.set_xticklabels([str(x) for x in xs])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(plt, fig, path)

@@ -20,6 +20,7 @@ from rlhf_stack.errors import Problem, RecipeError
 from rlhf_stack.models import ModelSpec, check_model
 from rlhf_stack.prompts import load_prompts
 from rlhf_stack.sections import ClusterConfig, DataConfig
+from rlhf_stack.sweep import SweepConfig
 from stages.s1_synthesize.config import SynthesizeConfig
 from stages.s2_distill.config import DistillConfig
 from stages.s3_ppo.config import PPOConfig
@@ -40,6 +41,7 @@ class Recipe(StrictModel):
     distill: DistillConfig | None = None
     ppo: PPOConfig | None = None
     evaluate: EvaluateConfig | None = None
+    sweep: SweepConfig | None = None  # run the recipe once per seed and grid point (rlhf_stack/sweep.py)
 
     _base_dir: Path = PrivateAttr(default=Path("."))
 
@@ -83,11 +85,21 @@ def load_recipe(path: Path, overrides: Sequence[str] = (), base_dir: Path | None
     if not isinstance(raw, dict):
         raise RecipeError(source, [Problem("(top level)", "a recipe must be a mapping of sections")])
     raw = apply_overrides(raw, overrides, source)
+    recipe = recipe_from_raw(raw, source, (base_dir or path.parent).resolve())
+    if recipe.sweep is not None:
+        from rlhf_stack.sweep import sweep_cells
+
+        sweep_cells(recipe, source)  # every cell is checked before anything runs
+    return recipe
+
+
+def recipe_from_raw(raw: dict, source: str, base_dir: Path) -> Recipe:
+    """A fully checked recipe from its parsed YAML; RecipeError listing every problem."""
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as e:
         raise RecipeError(source, problems_from_validation(e, Recipe)) from e
-    recipe._base_dir = (base_dir or path.parent).resolve()
+    recipe._base_dir = base_dir
     problems = cross_section_problems(recipe) + file_problems(recipe)
     if problems:
         raise RecipeError(source, problems)

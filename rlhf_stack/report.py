@@ -15,10 +15,13 @@ from typing import Any
 
 from rlhf_stack import plots
 from rlhf_stack.artifacts import Manifest, read_manifest, write_atomic
+from rlhf_stack.markdown import DASH
+from rlhf_stack.markdown import fmt as _fmt
+from rlhf_stack.markdown import table as _table
+from rlhf_stack.report_ground_truth import GROUND_TRUTH_COLUMNS, ground_truth_section, value as gt_value
 
 log = logging.getLogger("rlhf_stack")
 REPORT_DIR = "report"
-DASH = "—"
 STAND_IN = "†"
 
 
@@ -41,8 +44,13 @@ class RunView:
 
 
 def write_report(run_dir: Path) -> Path:
-    """Writes RUN_DIR/report/report.md and its plots; returns the report's path."""
+    """Writes RUN_DIR/report/report.md and its plots (for a sweep, the aggregate over its cells); returns its path."""
     run_dir = Path(run_dir)
+    sweep = _sweep_recipe(run_dir)
+    if sweep is not None:
+        from rlhf_stack.sweep_report import write_sweep_report
+
+        return write_sweep_report(run_dir, sweep)
     view = read_run(run_dir)
     out = run_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -51,13 +59,23 @@ def write_report(run_dir: Path) -> Path:
     lines = [f"# rlhf-stack report: {view.name}", "",
              "Each RM variant on the RM benchmarks, and the policy PPO trained with it on AlpacaEval 2 and MT-Bench "
              "(higher is better; the best of each column in bold).", ""]
-    lines += _warnings(view) + comparison(view) + _missing(view)
+    lines += _warnings(view) + comparison(view) + _missing(view) + ground_truth_section(view, _names(view), out)
     lines += _rm_section(view, out) + _alpaca_section(view, out) + _mt_section(view, out)
     lines += _ppo_section(view, out) + _distill_section(view, out) + _synthesis_section(view, out)
     lines += _cost_section(view)
     path = out / "report.md"
     write_atomic(path, "\n".join(lines).rstrip() + "\n")
     return path
+
+
+def _sweep_recipe(run_dir: Path):
+    """The run's recipe when it is a sweep (rlhf_stack/sweep.py), else None."""
+    from rlhf_stack.runner import RESOLVED, load_run
+
+    if not (run_dir / RESOLVED).exists() or "sweep:" not in (run_dir / RESOLVED).read_text():
+        return None
+    recipe = load_run(run_dir)
+    return recipe if recipe.sweep is not None else None
 
 
 def read_run(run_dir: Path) -> RunView:
@@ -102,19 +120,6 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return DASH
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + \
-           ["| " + " | ".join(row) + " |" for row in rows] + [""]
-
-
 def _names(view: RunView) -> list[str]:
     """Rows of the comparison: planned variants first, then the initial policy, then extra models."""
     found = set(view.rm_eval) | set(view.policy_eval) | set(view.distill) | set(view.ppo)
@@ -141,6 +146,10 @@ def comparison(view: RunView) -> list[str]:
     rows, any_stand_in = [], False
     columns = [("rm", ("benchmarks", "rewardbench", "score"), 1), ("rm", ("benchmarks", "rm_bench", "hard"), 1),
                ("policy", ("alpaca_eval", "length_controlled_winrate"), 1), ("policy", ("mt_bench", "score"), 2)]
+    header = ["variant", "RewardBench", "RM-Bench hard", "AlpacaEval 2 LC WR", "MT-Bench"]
+    sandbox = [(kind, path, title) for kind, path, title in GROUND_TRUTH_COLUMNS
+               if any(gt_value((view.rm_eval if kind == "rm" else view.policy_eval).get(n), path) is not None
+                      for n in _names(view))]
     for name in _names(view):
         label = "initial policy (before PPO)" if name == "initial" else name
         if name in view.extra:
@@ -151,15 +160,26 @@ def comparison(view: RunView) -> list[str]:
             text, stand_in = _cell(results, path, digits)
             any_stand_in |= stand_in
             row.append(text)
+        for kind, path, _ in sandbox:
+            value = gt_value((view.rm_eval if kind == "rm" else view.policy_eval).get(name), path)
+            row.append(_fmt(None if value is None else 100 * value))
         rows.append(row)
     if not rows:
         return ["No reward model or policy has been evaluated yet (no finished `s4_evaluate/` folder).", ""]
+    header += [title for _, _, title in sandbox]
+    if sandbox:  # a sandbox run: leave out the benchmark columns it did not evaluate
+        keep = [0] + [c for c in range(1, len(header)) if c > 4 or any(r[c] != DASH for r in rows)]
+        header, rows = [header[c] for c in keep], [[r[c] for c in keep] for r in rows]
     _bold_best(rows)
-    header = ["variant", "RewardBench", "RM-Bench hard", "AlpacaEval 2 LC WR", "MT-Bench"]
+    benchmarks = any(h in header for h in ("RewardBench", "RM-Bench hard", "AlpacaEval 2 LC WR", "MT-Bench"))
     notes = ["RewardBench: mean of its sections; RM-Bench hard: plainer chosen vs fancier rejected answers (%); "
-             "AlpacaEval LC WR: length-controlled win rate (%) against the reference named below; MT-Bench: 1-10."]
+             "AlpacaEval LC WR: length-controlled win rate (%) against the reference named below; MT-Bench: 1-10."
+             ] if benchmarks else []
     lc_notes = {r["alpaca_eval"].get("lc_note") for r in view.policy_eval.values() if "alpaca_eval" in r}
     notes += [f"AlpacaEval LC WR is non-official here: {n}." for n in sorted(x for x in lc_notes if x)]
+    if sandbox:
+        notes.append("GT pair acc: the RM's accuracy on held-out pairs ordered by the sandbox verifier (%); "
+                     "compliance: the share of the prompts' constraints the policy's answers meet (%).")
     if any_stand_in:
         notes.append(f"{STAND_IN} computed on smoke-test stand-ins written by this project, not on the benchmark: "
                      "these numbers say nothing about the models.")
@@ -197,7 +217,9 @@ def _rm_section(view: RunView, out: Path) -> list[str]:
     if not view.rm_eval:
         return []
     lines = ["## Reward-model benchmarks", ""]
-    names = [n for n in _names(view) if n in view.rm_eval]
+    names = [n for n in _names(view) if view.rm_eval.get(n, {}).get("benchmarks")]
+    if not names:
+        return []
     series: dict[str, list[float | None]] = {}
     groups = ["RewardBench", "RewardBench 2", "RM-Bench"]
     for name in names:
