@@ -244,9 +244,10 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path, s1_artifa
     assert not (folder / "manifest.json").exists() and not (folder / "checkpoint").exists()
 
 
-@pytest.mark.parametrize("zero_stage", [3])
-def test_zero_stage_gives_the_same_model(tmp_path, s1_artifact, trained, zero_stage):
-    recipe = make_recipe(tmp_path, s1_artifact, {"binary_bt": BINARY_BT}, [f"distill.zero_stage={zero_stage}"])
+@pytest.mark.parametrize("overrides", [["distill.zero_stage=3"], ["distill.gradient_checkpointing=true"]],
+                         ids=["zero3", "gradient_checkpointing"])
+def test_memory_savers_give_the_same_model(tmp_path, s1_artifact, trained, overrides):
+    recipe = make_recipe(tmp_path, s1_artifact, {"binary_bt": BINARY_BT}, overrides)
     distill(recipe)
     got, want = weights(tmp_path, "binary_bt"), weights(trained, "binary_bt")
     for key in want:
