@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "ppo_flash_attn_standin"))  # OpenRLHF's models import flash_attn
+sys.path.insert(0, str(Path(__file__).parent / "flash_attn_standin"))  # OpenRLHF's models import flash_attn
 
 from stages.s3_ppo.config import PPOConfig  # noqa: E402
 from stages.s3_ppo.openrlhf_args import ENTRY_MODULE, LaunchPaths, to_argv  # noqa: E402

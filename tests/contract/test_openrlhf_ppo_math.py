@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent / "ppo_flash_attn_standin"))  # OpenRLHF's models import flash_attn
+sys.path.insert(0, str(Path(__file__).parent / "flash_attn_standin"))  # OpenRLHF's models import flash_attn
 
 from openrlhf.models import Actor, get_llm_for_sequence_regression  # noqa: E402
 from openrlhf.models.loss import PolicyLoss, ValueLoss  # noqa: E402

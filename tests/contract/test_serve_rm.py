@@ -97,7 +97,7 @@ def _local_rewards(reward_checkpoint, queries) -> torch.Tensor:
 
 
 def test_openrlhf_client_gets_the_local_rewards(server, reward_checkpoint, queries):
-    sys.path.insert(0, str(Path(__file__).parent / "ppo_flash_attn_standin"))
+    sys.path.insert(0, str(Path(__file__).parent / "flash_attn_standin"))
     from openrlhf.utils.agent import SingleTurnAgentExecutor
 
     client = SingleTurnAgentExecutor(remote_rm_url=f"{server}/get_reward")
