@@ -67,11 +67,17 @@ class Node:
 
     def kill(self) -> None:
         """SIGKILL to every process of the node at once, as when a machine dies."""
-        # The node's processes share the process group created for it (start_new_session in _start_node).
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        # `ray start` leads a session of its own (start_new_session in _start_node). Ray puts each worker in a
+        # process group of its own inside that session, so the whole session is signalled, not just the group.
+        for _ in range(3):  # again, for a process forked while the others were being killed
+            pids = _session_pids(self.process.pid)
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if not pids:
+                break
         self.process.wait()
 
     def log_tail(self, lines: int = 30) -> str:
@@ -87,6 +93,7 @@ class LocalCluster:
         cpus_per_node: CPUs each node offers to Ray (may exceed the cores: Ray only counts them).
         object_store_bytes: Object store of each node (Ray's default takes 30% of RAM per node).
         worker_resources: Custom resources of every worker node, e.g. {"worker": 1} to pin work to workers.
+        system_config: Ray settings of the head, e.g. {"health_check_period_ms": 500} to find a lost node sooner.
         root: Folder for the nodes' temp dirs and logs; a new short one under /tmp when None (removed on stop).
 
     Example:
@@ -95,11 +102,13 @@ class LocalCluster:
     """
 
     def __init__(self, num_workers: int = 1, cpus_per_node: int = 1, object_store_bytes: int = 200_000_000,
-                 worker_resources: dict[str, float] | None = None, root: Path | None = None):
+                 worker_resources: dict[str, float] | None = None, system_config: dict | None = None,
+                 root: Path | None = None):
         self.num_workers = num_workers
         self.cpus_per_node = cpus_per_node
         self.object_store_bytes = object_store_bytes
         self.worker_resources = dict(worker_resources or {})
+        self.system_config = dict(system_config or {})
         self._own_root = root is None
         self.root = Path(root or tempfile.mkdtemp(prefix="rs-"))  # Ray's Unix socket paths must stay short
         self.gcs_port = _free_port()
@@ -136,6 +145,18 @@ class LocalCluster:
         self._wait_for_nodes(1 + sum(w.alive for w in self.workers))
         return node
 
+    def node_id(self, node: Node) -> str:
+        """The Ray node id of one of this cluster's nodes, alive or dead."""
+        return self._node_state(node).node_id
+
+    def wait_until_dead(self, node: Node, timeout_s: float = 120.0) -> None:
+        """Waits until the head has declared a stopped node dead (once its health checks have failed)."""
+        deadline = time.monotonic() + timeout_s
+        while self._node_state(node).state != "DEAD":
+            if time.monotonic() > deadline:
+                raise ClusterError(f"the head still counts node {node.name} as alive after {timeout_s:.0f} s")
+            time.sleep(0.2)
+
     def stop(self) -> None:
         """Stops every node (workers first) and what outlived them, then removes the temp folder if it made it."""
         for node in [*reversed(self.workers), *([self.head] if self.head else [])]:
@@ -146,7 +167,7 @@ class LocalCluster:
             shutil.rmtree(self.root, ignore_errors=True)
 
     def leftover_processes(self) -> list:
-        """Processes of this cluster still running outside the nodes' process groups (workers, job drivers).
+        """Processes of this cluster still running outside the nodes' sessions (e.g. orphaned workers).
 
         They are recognised by this cluster's temp folder in their command line or its GCS address in their
         environment, both unique to it.
@@ -175,7 +196,8 @@ class LocalCluster:
     def _start_node(self, name: str, *, head: bool, resources: dict[str, float] | None = None) -> Node:
         temp_dir = self.root / name
         temp_dir.mkdir(parents=True, exist_ok=True)
-        args = ["start", "--block", f"--temp-dir={temp_dir}", f"--num-cpus={self.cpus_per_node}", "--num-gpus=0",
+        args = ["start", "--block", f"--temp-dir={temp_dir}", f"--node-name={name}", f"--num-cpus={self.cpus_per_node}",
+                "--num-gpus=0",
                 f"--object-store-memory={self.object_store_bytes}", "--disable-usage-stats",
                 # Every port free and explicit: defaults (52365, 10001, ...) collide with other Ray instances here.
                 f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}",
@@ -187,6 +209,8 @@ class LocalCluster:
             command = [str(_BIN / "ray"), *args, "--head", f"--port={self.gcs_port}", "--include-dashboard=true",
                        "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                        f"--ray-client-server-port={_free_port()}"]
+            if self.system_config:
+                command.append(f"--system-config={json.dumps(self.system_config)}")
             env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # single-machine mode: every address is 127.0.0.1
         else:
             # Single-machine mode refuses worker nodes, and multi-node mode turns 127.0.0.1 into the machine's
@@ -208,6 +232,15 @@ class LocalCluster:
                 raise ClusterError(f"Ray node {name} did not start:\n{node.log_tail()}")
             time.sleep(0.2)
         return node
+
+    def _node_state(self, node: Node):
+        from ray.util.state import list_nodes
+
+        states = list_nodes(address=self.dashboard_url, filters=[("node_name", "=", node.name)], detail=True,
+                            raise_on_missing_output=False)
+        if not states:
+            raise ClusterError(f"the head does not know node {node.name}")
+        return max(states, key=lambda state: state.start_time_ms or 0)
 
     def _wait_for_dashboard(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -236,6 +269,20 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise ClusterError(f"the local cluster has {len(alive)} alive node(s), expected {count}")
             time.sleep(0.3)
+
+
+def _session_pids(session_id: int) -> list[int]:
+    """The live processes of a session (a node's `ray start` and everything it started)."""
+    import psutil
+
+    pids = []
+    for process in psutil.process_iter(["status"]):
+        try:
+            if os.getsid(process.pid) == session_id and process.info["status"] != psutil.STATUS_ZOMBIE:
+                pids.append(process.pid)
+        except OSError:  # it ended meanwhile
+            pass
+    return pids
 
 
 def _free_port() -> int:
