@@ -2,7 +2,8 @@
 
 Every function takes the saved per-item records `{"id", "group", "chosen": [r, ...], "rejected": [r, ...]}` (group =
 subset, or domain for RM-Bench), so every number in a report can be recomputed from `scores-<benchmark>.jsonl`.
-Scores are percentages. A tie between chosen and rejected always counts as wrong.
+Scores are percentages. In RewardBench and RM-Bench a tie between chosen and rejected counts as wrong; in RewardBench 2
+answers tied at the top reward share the credit.
 """
 
 from __future__ import annotations
@@ -93,12 +94,15 @@ def rb2_ties(records: Sequence[Record]) -> dict[str, float]:
     preferred = [tied[p][1] > tied[p][2] for p in both]
     preferred_hard = [min(ref[p][1], tied[p][1]) > tied[p][2] for p in both]
     margin = [_tanh_ratio(min(ref[p][1], tied[p][1]), tied[p][2]) for p in both]
+    if not both:  # the correctness terms need a prompt with both rows: no score rather than a made-up one
+        return {"score": None, "ref_accuracy": ref_acc, "tied_accuracy": tied_acc,
+                "unscored": "no prompt has both its ref: and tied: rows"}
     terms = {
         "ref_accuracy": ref_acc,
         "tied_accuracy": tied_acc,
-        "correctness_preferred": fmean(preferred) if both else math.nan,
-        "correctness_preferred_hard": fmean(preferred_hard) if both else math.nan,
-        "correctness_margin": fmean(margin) if both else math.nan,
+        "correctness_preferred": fmean(preferred),
+        "correctness_preferred_hard": fmean(preferred_hard),
+        "correctness_margin": fmean(margin),
     }
     score = (0.30 * tied_acc + 0.30 * ref_acc + 0.20 * terms["correctness_preferred"]
              + 0.20 * terms["correctness_preferred_hard"] + 0.01 * terms["correctness_margin"])
@@ -124,9 +128,10 @@ def rewardbench2(records: Sequence[Record]) -> dict[str, Any]:
         else:
             subsets[name] = {"accuracy": 100 * fmean(best_of_n_credit(r["chosen"], r["rejected"]) for r in rs),
                              "n": len(rs)}
+    scored = [s["accuracy"] for s in subsets.values() if s["accuracy"] is not None]
     return {
-        "score": fmean(s["accuracy"] for s in subsets.values()) if subsets else None,
-        "aggregate": "unweighted mean of the subsets present",
+        "score": fmean(scored) if scored else None,
+        "aggregate": "unweighted mean of the subsets present (a Ties subset without a scorable prompt is left out)",
         "subsets": subsets,
         "n_items": len(records),
     }

@@ -1,5 +1,6 @@
 """RM benchmark scoring on hand-worked records (EVAL.md §2-4)."""
 
+import json
 import math
 
 import pytest
@@ -75,6 +76,15 @@ def test_rewardbench2_is_the_unweighted_mean_of_subsets():
     ties = out["subsets"]["Ties"]["accuracy"]
     assert ties == pytest.approx(rb2_ties(records[3:])["score"])
     assert out["score"] == pytest.approx((50.0 + ties) / 2)
+
+
+def test_a_ties_subset_without_a_complete_prompt_has_no_score_and_is_left_out_of_the_mean():
+    records = [rec("Factuality", [3.0], [1.0, 2.0]), rec("Ties", [5.0], [1.0], "ref:1"),
+               rec("Ties", [4.0, 6.0], [1.0], "tied:2")]  # prompt 1 lacks its tied: row, prompt 2 its ref: row
+    out = rewardbench2(records)
+    assert out["subsets"]["Ties"]["accuracy"] is None
+    assert out["score"] == pytest.approx(100.0)
+    json.dumps(out, allow_nan=False)  # the results file stays valid JSON
 
 
 def test_rm_bench_style_matrix_by_hand():
