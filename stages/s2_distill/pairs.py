@@ -63,6 +63,7 @@ def loss_margin(pair: PairText, variant: VariantConfig) -> float | None:
 
 
 def is_held_out(record_id: str, fraction: float, seed: int) -> bool:
-    """A seeded hash of the prompt id decides, so every variant holds out the same prompts."""
-    digest = hashlib.sha256(f"{seed}:{record_id}".encode()).digest()
+    """A seeded hash of the prompt id decides, so every variant holds out the same prompts. The hash is salted: the
+    prompt splits rank prompts by the unsalted one, so the synthesis split would otherwise be held out whole."""
+    digest = hashlib.sha256(f"{seed}:held_out:{record_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction

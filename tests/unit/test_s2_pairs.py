@@ -4,7 +4,9 @@ import math
 
 import pytest
 
-from rlhf_stack.records import Candidate, InitialPair, PreferenceRecord, Refinement
+from rlhf_stack.prompts import split_prompts
+from rlhf_stack.records import Candidate, InitialPair, PreferenceRecord, PromptRecord, Refinement
+from rlhf_stack.sections import SplitFractions
 from stages.s2_distill.config import VariantConfig
 from stages.s2_distill.engine import lr_factor
 from stages.s2_distill.evaluate import pair_metrics, ranks, spearman
@@ -56,6 +58,14 @@ def test_held_out_split_is_seeded_and_about_the_fraction():
     assert held == [i for i in ids if is_held_out(i, 0.1, seed=0)]
     assert held != [i for i in ids if is_held_out(i, 0.1, seed=1)]
     assert not any(is_held_out(i, 0.0, seed=0) for i in ids)
+
+
+def test_held_out_prompts_are_a_fraction_of_the_synthesis_split_not_all_of_it():
+    """The prompt splits rank prompts by a seeded hash too: the held-out draw must not repeat it."""
+    prompts = [PromptRecord(id=f"p{i}", prompt=f"question {i}") for i in range(1000)]
+    synthesis = split_prompts(prompts, SplitFractions(synthesize=0.2, ppo=0.1, evaluate=0.05), seed=0)["synthesize"]
+    held = [p for p in synthesis if is_held_out(p.id, 0.2, seed=0)]
+    assert 0.1 * len(synthesis) < len(held) < 0.3 * len(synthesis)
 
 
 def test_spearman_by_hand():
