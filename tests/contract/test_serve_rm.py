@@ -26,20 +26,6 @@ PAIRS = [("Explain why the sky looks blue.", "Light scatters."), ("Write a haiku
          ("Define entropy.", "Average surprise.")]
 
 
-@pytest.fixture(scope="module")
-def reward_checkpoint(tiny_model, tmp_path_factory) -> Path:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    torch.manual_seed(0)
-    rm = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1)
-    torch.nn.init.normal_(rm.score.weight, std=0.5)
-    rm.config.value_head_prefix = "score"
-    out = tmp_path_factory.mktemp("rm") / "checkpoint"
-    rm.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
-    return out
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
