@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
+from rlhf_stack.artifacts import MANIFEST, write_atomic
 from rlhf_stack.config import StrictModel, did_you_mean
 from rlhf_stack.errors import Problem, RecipeError
 
@@ -115,6 +116,10 @@ def sweep_cells(recipe: "Recipe", source: str = "recipe") -> list[Cell]:
             except RecipeError as e:
                 problems += [Problem(f"{p.key} (sweep cell {name})", p.message, p.fix) for p in e.problems]
                 break  # the other seeds of this grid point fail the same way
+    names = [c.name for c in cells]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(Problem("sweep.grid", f"two grid points share the cell folder {name!r}",
+                                "give values that differ in more than '/' and ',' (or in case of true/True)"))
     if problems:
         raise RecipeError(source, problems)
     return cells
@@ -139,9 +144,14 @@ def reuse_finished(cell: Cell, earlier: list[Cell]) -> dict[str, str]:
         for other in earlier:
             theirs = read_manifest(other.run_dir / job.folder)
             if theirs is not None and theirs.config_hash == h:
-                target = cell.run_dir / job.folder
-                shutil.rmtree(target, ignore_errors=True)
-                shutil.copytree(other.run_dir / job.folder, target)
+                _copy_finished(other.run_dir / job.folder, cell.run_dir / job.folder)
                 copied[job.folder] = other.name
                 break
     return copied
+
+
+def _copy_finished(source: Path, target: Path) -> None:
+    """A finished folder's copy, its manifest written last: a copy killed midway is not taken for finished."""
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(MANIFEST))
+    write_atomic(target / MANIFEST, (source / MANIFEST).read_text())

@@ -42,7 +42,7 @@ def _path(*keys: str) -> Callable[[dict], float | None]:
             if not isinstance(node, dict) or k not in node:
                 return None
             node = node[k]
-        return None if node is None or (isinstance(node, float) and math.isnan(node)) else float(node)
+        return float(node) if isinstance(node, (int, float)) and math.isfinite(node) else None
 
     return read
 
@@ -52,8 +52,8 @@ METRICS = (
            _path("ground_truth", "candidates", "accuracy")),
     Metric("gt_edit", "Ground-truth RM accuracy on edit pairs (an answer vs the verifier's repair of it)", "rm",
            _path("ground_truth", "edit", "accuracy")),
-    Metric("teacher_agreement", "RM accuracy on held-out teacher pairs (agreement with the noisy teacher's labels)",
-           "rm", _path("held_out_accuracy"), source="distill"),
+    Metric("teacher_agreement", "RM accuracy on held-out initial pairs (agreement with the noisy teacher's labels; "
+           "the same pairs for every variant)", "rm", _path("held_out_accuracy_initial"), source="distill"),
     Metric("compliance", "Policy compliance (share of constraints met, evaluation prompts)", "policy",
            _path("compliance", "mean_compliance")),
     Metric("full_compliance", "Policy answers meeting all their constraints", "policy",

@@ -51,7 +51,7 @@ def pair_accuracy(verifier: Verifier, pairs: Iterable[ScoredPair]) -> dict[str, 
             continue
         judged += 1
         right += (p.reward_a - p.reward_b) * truth > 0
-    return {"accuracy": right / judged if judged else float("nan"), "pairs": judged, "skipped_ties": ties}
+    return {"accuracy": right / judged if judged else None, "pairs": judged, "skipped_ties": ties}
 
 
 def compliance_summary(verifier: Verifier, answers: Iterable[tuple[str, str]]) -> dict:
@@ -59,7 +59,7 @@ def compliance_summary(verifier: Verifier, answers: Iterable[tuple[str, str]]) -
 
     Returns:
         {"answers", "mean_compliance" (mean share of constraints met), "full_compliance_rate" (share of answers
-        meeting all), "by_kind": {kind: share of that kind's checks met}}; NaN rates when there are no answers.
+        meeting all), "by_kind": {kind: share of that kind's checks met}}; rates are None when there are no answers.
     """
     shares, full, by_kind = [], 0, {}
     for prompt_id, text in answers:
@@ -71,7 +71,7 @@ def compliance_summary(verifier: Verifier, answers: Iterable[tuple[str, str]]) -
     n = len(shares)
     return {
         "answers": n,
-        "mean_compliance": sum(shares) / n if n else float("nan"),
-        "full_compliance_rate": full / n if n else float("nan"),
+        "mean_compliance": sum(shares) / n if n else None,
+        "full_compliance_rate": full / n if n else None,
         "by_kind": {k: sum(v) / len(v) for k, v in sorted(by_kind.items())},
     }

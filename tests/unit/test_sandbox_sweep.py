@@ -60,6 +60,12 @@ def test_every_cell_is_checked_before_anything_runs(tmp_path):
     assert "seed=1" not in text  # one report per grid point: the other seeds fail the same way
 
 
+def test_grid_points_that_would_share_a_cell_folder_are_refused(tmp_path):
+    grid = {"synthesize.drop_position_flips": [True, "True"]}  # distinct values, one folder name
+    with pytest.raises(RecipeError, match="two grid points share the cell folder 'drop_position_flips=True,seed=0'"):
+        load_recipe(recipe_file(tmp_path, {"seeds": [0], "grid": grid}))
+
+
 @pytest.mark.parametrize("sweep, message", [
     ({"seeds": []}, "at least 1 item"),
     ({"seeds": [1, 1]}, "seeds must be distinct"),

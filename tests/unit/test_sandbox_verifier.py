@@ -129,3 +129,10 @@ def test_ground_truth_pairs_accuracy_and_compliance():
         "answers": 3, "mean_compliance": pytest.approx(5 / 9), "full_compliance_rate": pytest.approx(1 / 3),
         "by_kind": {"lowercase": pytest.approx(2 / 3), "min_words": pytest.approx(2 / 3),
                     "no_commas": pytest.approx(1 / 3)}}
+
+
+def test_nothing_to_measure_gives_no_number_rather_than_nan():
+    v = exact()
+    assert pair_accuracy(v, [ScoredPair("p1", ALL_MET, ALL_MET, 1.0, 0.0)])["accuracy"] is None
+    summary = compliance_summary(v, [])
+    assert summary["mean_compliance"] is None and summary["full_compliance_rate"] is None
