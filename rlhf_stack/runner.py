@@ -100,8 +100,12 @@ def _run_sweep(recipe: Recipe, path: Path, overrides: Sequence[str], selected: s
             entry = info["cells"].setdefault(cell.name, {"seed": cell.seed, "values": cell.values, "reused": {}})
             if not (fresh or dry_run):
                 entry["reused"].update(reuse_finished(cell, cells[:i]))
+                write_json_atomic(info_path, info)  # a kill mid-cell keeps the record of what was copied
             cell_start = time.perf_counter()
             ran = run_jobs(cell.recipe, all_jobs(cell.recipe), selected, fresh=fresh, dry_run=dry_run)
+            for folder, outcome in ran.items():  # a folder that ran here is no longer a copy
+                if outcome == "ran":
+                    entry["reused"].pop(folder, None)
             entry["last_invocation_s"] = round(time.perf_counter() - cell_start, 1)
             outcomes.update({f"{CELLS}/{cell.name}/{folder}": outcome for folder, outcome in ran.items()})
             if not dry_run and "evaluate" in selected:
