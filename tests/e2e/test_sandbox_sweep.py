@@ -1,0 +1,106 @@
+"""The sandbox end to end through the CLI: recipes/sandbox_tiny.yaml (two seeds of the verifier-judged pipeline on
+tiny models), its ground-truth metrics recomputed from the per-item files, and the aggregate report recomputed from
+the cells."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rlhf_stack.cli import main
+from rlhf_stack.recipe import load_recipe
+from rlhf_stack.records import PreferenceRecord, read_jsonl
+from rlhf_stack.sandbox import ScoredPair, Verifier, compliance_summary, pair_accuracy
+from rlhf_stack.sweep_report import t_interval
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "recipes" / "sandbox_tiny.yaml"
+VARIANTS = ("rm_distiller", "binary_bt")
+CELLS = ("seed=0", "seed=1")
+
+
+@pytest.fixture(scope="module")
+def sweep_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("sandbox") / "run"
+    assert main(["run", str(RECIPE), "--set", f"run_dir={run_dir}"]) == 0
+    return run_dir
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_the_verifier_judged_and_the_llm_generated(sweep_run):
+    for cell in CELLS:
+        s1 = sweep_run / "cells" / cell / "s1_synthesize"
+        stats = json.loads((s1 / "stats.json").read_text())
+        assert stats["teacher_tokens"]["completion"] > 0  # y_T came from the teacher LLM
+        assert all(stats["requests"][step]["sent"] == 0 for step in ("initial_scores", "refine", "calibrate"))
+        assert set(stats["parse_failure_rate"].values()) == {0.0}
+    first, second = (json.loads((sweep_run / "cells" / c / "s1_synthesize" / "stats.json").read_text())
+                     for c in CELLS)
+    # The second seed reuses the first one's candidates (fixed generation_seed, shared generation cache).
+    assert second["requests"]["candidates"] == {"sent": 0, "resumed": 0,
+                                                "shared": first["requests"]["candidates"]["sent"]}
+    records = [{r.id: r.candidates for r in read_jsonl(p, PreferenceRecord)}
+               for c in CELLS for p in (sweep_run / "cells" / c / "s1_synthesize").glob("records-*.jsonl")]
+    common = set(records[0]) & set(records[1])
+    assert common and all(records[0][k] == records[1][k] for k in common)
+
+
+def test_ground_truth_metrics_recompute_from_the_saved_items(sweep_run):
+    verifier = Verifier.from_prompt_file(REPO / "recipes" / "data" / "sandbox_tiny.jsonl")
+    info = json.loads((sweep_run / "sweep.json").read_text())["cells"]
+    assert info["seed=1"]["reused"] == {"s4_evaluate/ground_truth": "seed=0"}  # no seed in its key: copied
+    for cell in CELLS:
+        s4 = sweep_run / "cells" / cell / "s4_evaluate"
+        pairs = jsonl(s4 / "ground_truth" / "pairs.jsonl")
+        assert {p["kind"] for p in pairs} == {"candidates", "edit"}
+        for p in pairs:
+            assert verifier.true_score(p["prompt_id"], p["chosen"]) - \
+                verifier.true_score(p["prompt_id"], p["rejected"]) == pytest.approx(p["margin"]) and p["margin"] > 0
+        for variant in VARIANTS:
+            results = json.loads((s4 / "rm" / variant / "results.json").read_text())["ground_truth"]
+            scores = jsonl(s4 / "rm" / variant / "scores-ground_truth.jsonl")
+            for kind in ("candidates", "edit"):
+                scored = [ScoredPair(p["prompt_id"], p["chosen"], p["rejected"], r["chosen"][0], r["rejected"][0])
+                          for p, r in zip(pairs, scores) if p["kind"] == kind]
+                assert results[kind] == pytest.approx(pair_accuracy(verifier, scored))
+        for policy in ("initial", *VARIANTS):
+            compliance = json.loads((s4 / "policy" / policy / "results.json").read_text())["compliance"]
+            answers = jsonl(s4 / "policy" / policy / "compliance" / "answers.jsonl")
+            assert compliance["answers"] == len(answers) > 0
+            expected = compliance_summary(verifier, [(a["prompt_id"], a["text"]) for a in answers])
+            assert compliance["mean_compliance"] == pytest.approx(expected["mean_compliance"])
+
+
+def test_the_aggregate_report_is_computed_from_the_cells(sweep_run):
+    summary = json.loads((sweep_run / "report" / "summary.json").read_text())
+    accuracy = {(c, v): json.loads((sweep_run / "cells" / c / "s4_evaluate" / "rm" / v / "results.json")
+                                   .read_text())["ground_truth"]["candidates"]["accuracy"]
+                for c in CELLS for v in VARIANTS}
+    for v in VARIANTS:
+        s = summary["metrics"]["gt_candidates"]["all cells"][v]
+        values = [accuracy[(c, v)] for c in CELLS]
+        assert list(s["values"].values()) == pytest.approx(values)
+        assert (s["mean"], s["low"], s["high"]) == pytest.approx(t_interval(values))
+    diff = summary["differences"]["gt_candidates"]["all cells"]["rm_distiller"]
+    assert list(diff["values"].values()) == pytest.approx([accuracy[(c, VARIANTS[0])] - accuracy[(c, VARIANTS[1])]
+                                                           for c in CELLS])
+    report = (sweep_run / "report" / "report.md").read_text()
+    assert "## Measured difference to `binary_bt`" in report and "(gt_candidates.png)" in report
+    assert (sweep_run / "report" / "gt_candidates.png").exists()
+    for cell in CELLS:  # every cell is a normal run with its own report
+        assert "## Ground truth (sandbox)" in (sweep_run / "cells" / cell / "report" / "report.md").read_text()
+
+
+def test_a_second_run_skips_every_cell_and_status_lists_them(sweep_run, capsys):
+    manifests = sorted(sweep_run.glob("cells/*/**/manifest.json"))
+    before = {p: p.read_text() for p in manifests}
+    assert main(["run", str(RECIPE), "--set", f"run_dir={sweep_run}"]) == 0
+    assert {p: p.read_text() for p in manifests} == before
+    capsys.readouterr()
+    assert main(["status", str(sweep_run)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(manifests) == 2 * len(load_recipe(RECIPE).distill.variants) * 4 + 2 * 3
+    assert all(line.split()[-1] == "done" for line in lines)
