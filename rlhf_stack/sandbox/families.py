@@ -120,6 +120,9 @@ def _read(prompts_path: Path, key: str) -> tuple[dict[str, SandboxPrompt], list[
             raw = json.loads(line)
             item = SandboxPrompt(id=raw["id"], instruction=raw["instruction"],
                                  constraints=tuple(constraint_from_json(c) for c in raw["constraints"]))
+            kinds = [c.kind for c in item.constraints]
+            if not kinds or not compatible(kinds):
+                raise ValueError(f"prompt {item.id!r} needs 1-3 constraints of distinct, compatible kinds, got {kinds}")
         except (ValueError, KeyError, TypeError) as e:
             problems.append(Problem(f"{key} ({sidecar}:{line_no})", f"not a sandbox prompt: {e!r}",
                                     "regenerate both files with write_sandbox_prompts"))

@@ -87,6 +87,10 @@ def test_sidecar_problems_are_reported_with_the_fix(tmp_path):
     sidecar.write_text('{"id": "a", "instruction": "b", "constraints": [{"kind": "shouting"}]}\n')
     assert "unknown constraint kind 'shouting'" in str(sandbox_problems(prompts_file)[0])
 
+    for kinds in ([], ["lowercase", "lowercase"], ["lowercase", "uppercase"]):  # none, twice, conflicting
+        sidecar.write_text(json.dumps({"id": "a", "instruction": "b", "constraints": [{"kind": k} for k in kinds]}))
+        assert "needs 1-3 constraints of distinct, compatible kinds" in str(sandbox_problems(prompts_file)[0])
+
     sidecar.unlink()
     with pytest.raises(RecipeError, match="sb.constraints.jsonl does not exist"):
         load_sandbox_prompts(prompts_file)
