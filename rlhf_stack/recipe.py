@@ -64,7 +64,11 @@ class Recipe(StrictModel):
 
     @property
     def prompts_path(self) -> Path:
-        path = Path(self.data.prompts).expanduser()
+        return self.resolve_path(self.data.prompts)
+
+    def resolve_path(self, value: str) -> Path:
+        """A path the recipe names: absolute or `~` as given, otherwise relative to the recipe's folder."""
+        path = Path(value).expanduser()
         return path if path.is_absolute() else self._base_dir / path
 
     def sections(self) -> dict[str, Any]:

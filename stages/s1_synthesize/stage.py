@@ -6,7 +6,6 @@ prompts (synthesize split) -> preference_data (PreferenceRecord shards, teacher 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rlhf_stack.artifacts import write_json_atomic
@@ -61,7 +60,7 @@ def run(ctx: JobContext) -> dict:
 
     stats = StageStats()
     journal = RequestJournal(ctx.work_dir / JOURNAL)
-    cache = RequestJournal(_resolve(cfg.generation_cache, ctx)) if cfg.generation_cache else None
+    cache = RequestJournal(ctx.recipe.resolve_path(cfg.generation_cache)) if cfg.generation_cache else None
     seed = ctx.seed if cfg.generation_seed is None else cfg.generation_seed
     sessions = {}
     for alias in {cfg.teacher, *cfg.generators}:
@@ -119,11 +118,6 @@ def make_judge(cfg: SynthesizeConfig, teacher: ModelSession, ctx: JobContext) ->
                                                                   seed=ctx.seed))
     roles = cfg.judges
     return RoutedJudge(built[roles.initial_scores], built[roles.refine], built[roles.calibrate])
-
-
-def _resolve(path: str, ctx: JobContext) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else ctx.recipe.base_dir / p
 
 
 def write_records(ctx: JobContext, records: list[PreferenceRecord], topk: dict) -> int:
