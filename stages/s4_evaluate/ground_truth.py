@@ -109,9 +109,9 @@ def pair_results(checker: Verifier, pairs: list[dict[str, Any]], records: list[d
     return out
 
 
-def compliance_results(ctx: JobContext, prompts: list[PromptRecord], answers: dict[str, Answer]) -> dict[str, Any]:
+def compliance_results(ctx: JobContext, checker: Verifier, prompts: list[PromptRecord],
+                       answers: dict[str, Answer]) -> dict[str, Any]:
     """Compliance of a policy's answers (`gt:<prompt id>:0` requests); writes compliance/answers.jsonl."""
-    checker = verifier(ctx)
     rows, unanswered = [], 0
     for p in prompts:
         answer = answers[f"gt:{p.id}:0"]

@@ -59,8 +59,8 @@ def evaluate_policy(ctx: JobContext, name: str, alias: str | None) -> dict[str, 
     ae = load_alpaca_inputs(ctx) if cfg.alpaca_eval else None  # data problems surface before any model starts
     mt = mt_rules.load_mt_bench(cfg.mt_bench, ctx.recipe.base_dir) if cfg.mt_bench else None
     gt_prompts = ctx.prompts("evaluate") if cfg.ground_truth else None
-    if gt_prompts is not None:
-        ground_truth.verifier(ctx)  # the constraints must match the prompts before the policy starts
+    # Read here, so constraints that do not match the prompts fail before the policy starts.
+    checker = ground_truth.verifier(ctx) if gt_prompts is not None else None
     if ctx.dry_run:
         return {}
     requests_log = RequestLog(ctx.work_dir / "generations.jsonl")
@@ -78,7 +78,7 @@ def evaluate_policy(ctx: JobContext, name: str, alias: str | None) -> dict[str, 
     if mt:
         results["mt_bench"] = _mt_results(ctx, mt, answers, verdicts, name)
     if gt_prompts is not None:
-        results["compliance"] = ground_truth.compliance_results(ctx, gt_prompts, answers)
+        results["compliance"] = ground_truth.compliance_results(ctx, checker, gt_prompts, answers)
     write_json_atomic(ctx.out_dir / RESULTS, results)
     summary: dict[str, Any] = {}
     if gt_prompts is not None:
