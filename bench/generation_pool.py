@@ -17,6 +17,12 @@ import argparse
 import os
 import time
 from pathlib import Path
+from ray_cluster.engine_config import EngineConfig
+from ray_cluster.generation import GenerationRequest, Sampling, open_backend
+from ray_cluster.session import shutdown
+from rlhf_stack.core.chat import prompt_ids, user_messages
+from rlhf_stack.core.models import ModelSpec, resolve_model
+from rlhf_stack.core.sections import ClusterConfig
 
 TOPICS = ["the ocean", "a city at night", "learning to cook", "old bridges", "winter birds", "a chess match",
           "the first computer", "a mountain village", "rain on a roof", "a long train ride", "bees", "a lighthouse"]
@@ -32,8 +38,6 @@ class TransformersGenerate:
     def __init__(self, model_dir: Path, texts: list[str], max_new_tokens: int):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from rlhf_stack.chat import prompt_ids, user_messages
 
         torch.set_num_threads(os.cpu_count() or 1)
         self.tok = AutoTokenizer.from_pretrained(model_dir)
@@ -66,10 +70,6 @@ class Pool:
     """The generation API's engine pool with `engines` engines sharing the machine's cores."""
 
     def __init__(self, model_dir: Path, texts: list[str], max_new_tokens: int, backend: str, engines: int):
-        from ray_cluster.engine_config import EngineConfig
-        from ray_cluster.generation import GenerationRequest, Sampling, open_backend
-        from rlhf_stack.sections import ClusterConfig
-
         cfg = EngineConfig(backend=backend, num_engines=engines, cpus_per_engine=(os.cpu_count() or 1) / engines,
                            max_model_len=1024, max_num_seqs=len(texts))
         sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.8)
@@ -97,9 +97,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep the local Ray on loopback
-
-    from ray_cluster.session import shutdown
-    from rlhf_stack.models import ModelSpec, resolve_model
 
     model_dir = resolve_model(ModelSpec(source=args.model), Path.cwd())
     texts = prompts(args.prompts)

@@ -19,6 +19,12 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from ray_cluster.session import shutdown
+from rlhf_stack.core.models import ModelSpec, resolve_model
+from rlhf_stack.core.sections import ClusterConfig
+from stages.s3_ppo.config import PPOConfig
+from stages.s3_ppo.local_backend import LocalPPO, RewardSource
+from stages.s3_ppo.metrics import MetricsLog, read_metrics
 
 PROMPTS = Path(__file__).resolve().parents[1] / "recipes" / "data" / "tiny_prompts.jsonl"
 
@@ -40,11 +46,6 @@ def prompts(count: int) -> list[str]:
 
 
 def run(engine: str, policy: Path, rm: Path, args, workdir: Path) -> dict:
-    from rlhf_stack.sections import ClusterConfig
-    from stages.s3_ppo.config import PPOConfig
-    from stages.s3_ppo.local_backend import LocalPPO, RewardSource
-    from stages.s3_ppo.metrics import MetricsLog, read_metrics
-
     cores = os.cpu_count() or 1
     cfg = PPOConfig(policy="policy", prompts_per_step=args.prompts_per_step, samples_per_prompt=args.samples_per_prompt,
                     max_new_tokens=args.max_new_tokens, max_length_tokens=1024, actor_lr=1e-6, critic_lr=1e-6,
@@ -80,9 +81,6 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-
-    from ray_cluster.session import shutdown
-    from rlhf_stack.models import ModelSpec, resolve_model
 
     policy = resolve_model(ModelSpec(source=args.model), Path.cwd())
     with tempfile.TemporaryDirectory(prefix="bench-ppo-") as tmp:

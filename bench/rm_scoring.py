@@ -14,6 +14,9 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from rlhf_stack.core.models import ModelSpec, resolve_model
+from stages.s4_evaluate.rm_items import RMItem
+from stages.s4_evaluate.rm_scorer import encode, load_reward_model, score_items
 
 DATA = Path(__file__).resolve().parents[1] / "stages" / "s4_evaluate" / "data"
 
@@ -40,8 +43,6 @@ def reward_model_dir(source: str, workdir: Path) -> Path:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from rlhf_stack.models import ModelSpec, resolve_model
-
     folder = resolve_model(ModelSpec(source=source), Path.cwd())
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1)
@@ -52,9 +53,6 @@ def reward_model_dir(source: str, workdir: Path) -> Path:
 
 
 def ours(rm, pairs, tokens_per_batch: int) -> tuple[float, list[float]]:
-    from stages.s4_evaluate.rm_items import RMItem
-    from stages.s4_evaluate.rm_scorer import score_items
-
     items = [RMItem(str(i), "bench", p, (c,), (r,)) for i, (p, c, r) in enumerate(pairs)]
     start = time.perf_counter()
     records, _ = score_items(rm, items, tokens_per_batch, "bench")
@@ -63,8 +61,6 @@ def ours(rm, pairs, tokens_per_batch: int) -> tuple[float, list[float]]:
 
 def one_pair_at_a_time(rm, pairs) -> tuple[float, list[float]]:
     import torch
-
-    from stages.s4_evaluate.rm_scorer import encode
 
     model, tok = rm.model, rm.tokenizer
     out = []
@@ -84,8 +80,6 @@ def main() -> None:
     parser.add_argument("--tokens-per-batch", type=int, default=16384)
     parser.add_argument("--dtype", default="float32", choices=["auto", "bfloat16", "float32"])
     args = parser.parse_args()
-
-    from stages.s4_evaluate.rm_scorer import load_reward_model
 
     with tempfile.TemporaryDirectory() as tmp:
         rm = load_reward_model(reward_model_dir(args.model, Path(tmp)), args.dtype)

@@ -22,6 +22,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from rlhf_stack.core import chat
+from rlhf_stack.core.models import ModelSpec, resolve_model
+from stages.s2_distill import trainer
+from stages.s2_distill.encode import EncodedPair
+from stages.s2_distill.launch import free_port
+from stages.s2_distill.settings import TrainData, TrainSettings
+from stages.s2_distill.tokenizers import load_student_tokenizer
 
 CORPUS_MODULES = ("argparse", "collections", "functools", "json", "pathlib", "random", "statistics", "textwrap",
                   "typing", "itertools", "logging", "unittest")
@@ -34,8 +41,6 @@ def make_pairs(model_dir: Path, count: int, max_length: int, seed: int = 0) -> l
 
     import numpy as np
     from transformers import AutoTokenizer
-
-    from rlhf_stack import chat
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     text = "\n".join(inspect.getdoc(obj) or "" for name in CORPUS_MODULES
@@ -90,12 +95,6 @@ def peak_memory_mb() -> float:
 def run_ours(args, pairs: list[dict], work: Path) -> dict:
     import torch
 
-    from stages.s2_distill import trainer
-    from stages.s2_distill.encode import EncodedPair
-    from stages.s2_distill.launch import free_port
-    from stages.s2_distill.settings import TrainData, TrainSettings
-    from stages.s2_distill.tokenizers import load_student_tokenizer
-
     tok = load_student_tokenizer(args.model_dir)
     train = [EncodedPair(str(i), p["chosen_ids"], p["rejected_ids"], None, 0.0) for i, p in enumerate(pairs)]
     steps = len(pairs) // args.pairs_per_step
@@ -129,8 +128,6 @@ def run_trl(args, pairs: list[dict], work: Path, gradient_checkpointing: bool) -
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, TrainerCallback
     from trl import RewardConfig, RewardTrainer
-
-    from stages.s2_distill.tokenizers import load_student_tokenizer
 
     tok = load_student_tokenizer(args.model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(args.model_dir, num_labels=1, dtype=torch.float32)
@@ -190,8 +187,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return worker(args)
-
-    from rlhf_stack.models import ModelSpec, resolve_model
 
     model_dir = resolve_model(ModelSpec(source=args.model), Path.cwd())
     pairs = make_pairs(model_dir, args.pairs, args.max_length)

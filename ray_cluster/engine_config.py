@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from rlhf_stack.config import StrictModel
+from rlhf_stack.core.config import StrictModel
 
 
 class EngineConfig(StrictModel):

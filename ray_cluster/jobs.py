@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from rlhf_stack.errors import ClusterError
+from rlhf_stack.core.errors import ClusterError
 
 log = logging.getLogger("rlhf_stack")
 

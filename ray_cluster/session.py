@@ -10,8 +10,8 @@ import logging
 import os
 import socket
 
-from rlhf_stack.errors import ClusterError
-from rlhf_stack.sections import ClusterConfig
+from rlhf_stack.core.errors import ClusterError
+from rlhf_stack.core.sections import ClusterConfig
 
 log = logging.getLogger("rlhf_stack")
 # Passed to every worker, so caches and thread counts behave the same in actors as in the driver.

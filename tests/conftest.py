@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from rlhf_stack.core.models import ModelSpec, resolve_model
 
 # Ray binds a local cluster to the machine's network address unless told this is a single-machine setup; tests
 # keep every Ray process on loopback. (Set before any test module imports ray.)
@@ -26,13 +27,9 @@ def _model_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
-    from rlhf_stack.models import ModelSpec, resolve_model
-
     return resolve_model(ModelSpec(source="tiny-random-llama"), REPO)
 
 
 @pytest.fixture(scope="session")
 def tiny_policy() -> Path:
-    from rlhf_stack.models import ModelSpec, resolve_model
-
     return resolve_model(ModelSpec(source="tiny-random-llama", seed=1), REPO)

@@ -17,8 +17,11 @@ from typing import Protocol
 
 from ray_cluster.engine_config import EngineConfig
 from ray_cluster.generation.types import Completion, GenerationRequest, GenerationResult, Sampling, TokenLogprob
-from rlhf_stack.errors import EngineError
-from rlhf_stack.sections import ClusterConfig
+from rlhf_stack.core.errors import EngineError
+from rlhf_stack.core.sections import ClusterConfig
+from ray_cluster.generation.openai_backend import OpenAIBackend
+from ray_cluster.generation.pool import EnginePool
+from ray_cluster.session import ensure_ray
 
 __all__ = ["Completion", "GenerationBackend", "GenerationRequest", "GenerationResult", "Sampling", "TokenLogprob",
            "open_backend"]
@@ -59,16 +62,11 @@ def open_backend(
         ClusterError: the cluster lacks the CPUs or GPUs the engines need.
     """
     if engine_cfg.backend == "openai":
-        from ray_cluster.generation.openai_backend import OpenAIBackend
-
         backend: GenerationBackend = OpenAIBackend(None if model_dir is None else Path(model_dir), engine_cfg,
                                                    seed=seed, model_name=model_name)
     else:
         if model_dir is None:
             raise EngineError(f"{model_name}: backend {engine_cfg.backend!r} needs a local model folder")
-        from ray_cluster.generation.pool import EnginePool
-        from ray_cluster.session import ensure_ray
-
         cluster = cluster or ClusterConfig()
         ensure_ray(cluster)
         backend = EnginePool(engine_cfg.backend, str(Path(model_dir).resolve()), engine_cfg, seed=seed,

@@ -23,7 +23,7 @@ from typing import Any
 from ray_cluster.engine_config import EngineConfig
 from ray_cluster.generation.rendering import render, request_seed, too_long
 from ray_cluster.generation.types import Completion, GenerationRequest, GenerationResult, TokenLogprob
-from rlhf_stack.errors import EngineError
+from rlhf_stack.core.errors import EngineError
 
 log = logging.getLogger("rlhf_stack")
 _RETRY_STATUS = {408, 409, 425, 429}

@@ -30,7 +30,9 @@ from typing import Any
 
 from ray_cluster.engine_config import EngineConfig
 from ray_cluster.generation.types import GenerationRequest, GenerationResult
-from rlhf_stack.errors import ClusterError, EngineError
+from rlhf_stack.core.errors import ClusterError, EngineError
+from ray_cluster.generation.hf_engine import HfEngine
+from ray_cluster.generation.vllm_engine import VllmEngine, engine_env
 
 log = logging.getLogger("rlhf_stack")
 _PLACEMENT_TIMEOUT_S = 120  # for a placement group to find its node(s), at start and after a node is lost
@@ -192,9 +194,6 @@ class EnginePool:
     def _start(self, slot: _Slot) -> None:
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        from ray_cluster.generation.hf_engine import HfEngine
-        from ray_cluster.generation.vllm_engine import VllmEngine, engine_env
 
         env = engine_env(self.cfg, slot.cpu_bind) if self.backend == "vllm" else {"TOKENIZERS_PARALLELISM": "false"}
         if slot.placement_group is None:  # GPU: the engine's own group, kept across restarts

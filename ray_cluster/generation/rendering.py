@@ -1,6 +1,6 @@
 """Prompt rendering shared by every engine: the chat template, the length budget, and the truncation rule.
 
-The prompt is rendered by `rlhf_stack.chat.prompt_ids` (one rendering everywhere). A prompt must leave room for
+The prompt is rendered by `rlhf_stack.core.chat.prompt_ids` (one rendering everywhere). A prompt must leave room for
 `max_new_tokens` inside the engine's context. When it does not, `request.overflow` decides: "fail" returns an
 error result, "truncate_left" drops tokens from the start of the last user message (the instruction's end, which
 usually holds the question, survives) until the prompt fits.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ray_cluster.generation.types import GenerationRequest, GenerationResult
-from rlhf_stack.chat import prompt_ids
+from rlhf_stack.core.chat import prompt_ids
 
 PROMPT_TOO_LONG = "prompt_too_long"
 OVERFLOW_RULES = ("fail", "truncate_left")

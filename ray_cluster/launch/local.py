@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlhf_stack.errors import ClusterError
+from rlhf_stack.core.errors import ClusterError
 
 _BIN = Path(sys.executable).parent
 _STARTED = "Ray runtime started"

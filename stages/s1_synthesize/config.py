@@ -3,17 +3,17 @@ except where METHOD.md §14 asks for a fix (greedy calibrated scoring, D9)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from ray_cluster.engine_config import EngineConfig
-from rlhf_stack.config import StrictModel
-from rlhf_stack.errors import Problem
-from rlhf_stack.sandbox.noise import NoiseConfig
+from rlhf_stack.core.config import StrictModel
+from rlhf_stack.core.errors import Problem
+from rlhf_stack.core.recipe_view import RecipeView
+from stages.sandbox.noise import NoiseConfig
+from stages.sandbox import sandbox_problems
 
-if TYPE_CHECKING:
-    from rlhf_stack.recipe import Recipe
 
 OPENAI_MAX_TOP_LOGPROBS = 20  # the most top_logprobs the OpenAI API accepts
 
@@ -86,7 +86,7 @@ class SynthesizeConfig(StrictModel):
         refs.update({f"synthesize.generators.{i}": g for i, g in enumerate(self.generators)})
         return refs
 
-    def check(self, recipe: "Recipe") -> list[Problem]:
+    def check(self, recipe: RecipeView) -> list[Problem]:
         problems = self._judge_problems(recipe)
         if self.refine_max_chars is not None and not self.structured_refinement:
             problems.append(Problem("synthesize.refine_max_chars", "only applies with structured_refinement: true",
@@ -121,9 +121,7 @@ class SynthesizeConfig(StrictModel):
                                             f"set it to {OPENAI_MAX_TOP_LOGPROBS} or less"))
         return problems
 
-    def _judge_problems(self, recipe: "Recipe") -> list[Problem]:
-        from rlhf_stack.sandbox import sandbox_problems
-
+    def _judge_problems(self, recipe: RecipeView) -> list[Problem]:
         roles = self.judges.uses("verifier")
         if roles and self.verifier is None:
             return [Problem("synthesize.verifier", f"judges {', '.join(roles)} use the verifier, which is not "

@@ -7,7 +7,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from rlhf_stack.records import Candidate
+from rlhf_stack.core.records import Candidate
 
 
 def seeded_rng(seed: int, *parts: str) -> random.Random:

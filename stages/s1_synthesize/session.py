@@ -19,8 +19,8 @@ from ray_cluster.generation import (
     Sampling,
     open_backend,
 )
-from rlhf_stack.progress import Progress
-from rlhf_stack.sections import ClusterConfig
+from rlhf_stack.core.progress import Progress
+from rlhf_stack.core.sections import ClusterConfig
 from stages.s1_synthesize.journal import RequestJournal
 from stages.s1_synthesize.stats import StageStats
 

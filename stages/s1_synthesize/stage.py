@@ -6,22 +6,23 @@ prompts (synthesize split) -> preference_data (PreferenceRecord shards, teacher 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
-from rlhf_stack.artifacts import write_json_atomic
-from rlhf_stack.errors import ArtifactError
-from rlhf_stack.pipeline import Job, JobContext
-from rlhf_stack.records import PreferenceRecord, TeacherAnswer, write_jsonl
-from rlhf_stack.topk_store import write_topk
+from rlhf_stack.core.artifacts import write_json_atomic
+from rlhf_stack.core.errors import ArtifactError
+from rlhf_stack.core.pipeline import Job, JobContext
+from rlhf_stack.core.records import PreferenceRecord, TeacherAnswer, write_jsonl
+from rlhf_stack.core.topk_store import write_topk
+from rlhf_stack.core.recipe_view import RecipeView
 from stages.s1_synthesize import steps
 from stages.s1_synthesize.config import SynthesizeConfig
 from stages.s1_synthesize.journal import RequestJournal
 from stages.s1_synthesize.judge import Judge
 from stages.s1_synthesize.session import ModelSession, cache_scope
 from stages.s1_synthesize.stats import StageStats
+from stages.s1_synthesize.llm_judge import LLMJudge
+from stages.s1_synthesize.verifier_judge import RoutedJudge, VerifierJudge
+from stages.sandbox import Verifier, constraints_path
 
-if TYPE_CHECKING:
-    from rlhf_stack.recipe import Recipe
 
 log = logging.getLogger("rlhf_stack")
 FOLDER = "s1_synthesize"
@@ -30,10 +31,8 @@ RECORDS_PER_SHARD = 5000
 JOURNAL = "requests.jsonl"  # in the work dir: finished requests, for resuming
 
 
-def jobs(recipe: "Recipe") -> list[Job]:
-    from rlhf_stack.sandbox import constraints_path
-
-    cfg = recipe.synthesize
+def jobs(recipe: RecipeView) -> list[Job]:
+    cfg = recipe.section("synthesize")
     key = {
         "synthesize": cfg.model_dump(mode="json", exclude={"generation_cache"}),
         "models": {a: recipe.models[a].model_dump(mode="json") for a in cfg.model_aliases().values()},
@@ -47,7 +46,7 @@ def jobs(recipe: "Recipe") -> list[Job]:
 
 
 def run(ctx: JobContext) -> dict:
-    cfg = ctx.recipe.synthesize
+    cfg = ctx.recipe.section("synthesize")
     prompts = ctx.prompts("synthesize")
     empty = [p.id for p in prompts if not p.prompt.strip()]
     if empty:
@@ -102,18 +101,11 @@ def run(ctx: JobContext) -> dict:
 
 def make_judge(cfg: SynthesizeConfig, teacher: ModelSession, ctx: JobContext) -> Judge:
     """The judges the recipe names (`synthesize.judges`) for the pair scores, the refinement and the calibration."""
-    from stages.s1_synthesize.verifier_judge import RoutedJudge
-
     built: dict[str, Judge] = {}
     for name in set(cfg.judges.model_dump().values()):
         if name == "llm":
-            from stages.s1_synthesize.llm_judge import LLMJudge
-
             built[name] = LLMJudge(teacher, cfg)
         else:  # "verifier", the only other name the config allows
-            from rlhf_stack.sandbox import Verifier
-            from stages.s1_synthesize.verifier_judge import VerifierJudge
-
             built[name] = VerifierJudge(Verifier.from_prompt_file(ctx.recipe.prompts_path, cfg.verifier.noise,
                                                                   seed=ctx.seed))
     roles = cfg.judges

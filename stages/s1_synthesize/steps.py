@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ray_cluster.generation import GenerationResult
-from rlhf_stack.chat import user_messages
-from rlhf_stack.records import (
+from rlhf_stack.core.chat import user_messages
+from rlhf_stack.core.records import (
     Candidate,
     InitialPair,
     PairJudgment,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rlhf_stack.sandbox import Verifier
+from stages.sandbox import Verifier
 from stages.s1_synthesize.judge import CalibrateItem, PairItem, Refined, RefineItem, Verdict
 
 

@@ -5,4 +5,5 @@ from stages.s2_distill.stage import jobs
 
 NAME = "distill"
 FOLDER = "s2_distill"
-__all__ = ["Config", "NAME", "FOLDER", "jobs"]
+READS = ("synthesize",)  # stages whose output this one reads: their sections must be in the recipe
+__all__ = ["Config", "NAME", "FOLDER", "READS", "jobs"]

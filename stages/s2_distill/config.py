@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
-from rlhf_stack.config import StrictModel
-from rlhf_stack.errors import Problem
+from rlhf_stack.core.config import StrictModel
+from rlhf_stack.core.errors import Problem
+from rlhf_stack.core.recipe_view import RecipeView
 
-if TYPE_CHECKING:
-    from rlhf_stack.recipe import Recipe
 
 # Which margins each pair type has: the initial pair carries the teacher's raw pairwise scores, the refined pair
 # (y*_w, y_l) the self-calibrated score of the edit.
@@ -93,10 +92,10 @@ class DistillConfig(StrictModel):
     def model_aliases(self) -> dict[str, str]:
         return {"distill.base_model": self.base_model}
 
-    def check(self, recipe: "Recipe") -> list[Problem]:
+    def check(self, recipe: RecipeView) -> list[Problem]:
         """Rules across sections: the KL term needs top-k logprobs from synthesis; a local Ray must fit the ranks."""
         problems = self._local_resource_problems(recipe)
-        synthesize = recipe.synthesize
+        synthesize = recipe.section("synthesize")
         for name, variant in self.variants.items():
             if variant.kl_weight > 0 and synthesize is not None and synthesize.teacher_top_logprobs == 0:
                 problems.append(Problem(
@@ -106,7 +105,7 @@ class DistillConfig(StrictModel):
                 ))
         return problems
 
-    def _local_resource_problems(self, recipe: "Recipe") -> list[Problem]:
+    def _local_resource_problems(self, recipe: RecipeView) -> list[Problem]:
         cluster = recipe.cluster
         if cluster.address != "local" or self.num_processes == 1:
             return []

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from rlhf_stack import chat
-from rlhf_stack.errors import ArtifactError
-from rlhf_stack.records import TeacherAnswer
+from rlhf_stack.core import chat
+from rlhf_stack.core.errors import ArtifactError
+from rlhf_stack.core.records import TeacherAnswer
 from stages.s2_distill.pairs import PairText
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from rlhf_stack.models import cache_root
+from rlhf_stack.core.models import cache_root
 from stages.s2_distill.settings import TrainSettings
 
 CHECKPOINTS = "checkpoints"

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from rlhf_stack.errors import RlhfStackError
+from rlhf_stack.core.errors import RlhfStackError
 from stages.s2_distill.batching import pad_rows
 
 HEAD = "score"

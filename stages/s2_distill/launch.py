@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import socket
 
-from rlhf_stack.errors import ClusterError, RlhfStackError
-from rlhf_stack.sections import ClusterConfig
+from rlhf_stack.core.errors import ClusterError, RlhfStackError
+from rlhf_stack.core.sections import ClusterConfig
 from stages.s2_distill.settings import TrainData, TrainSettings
 from stages.s2_distill.trainer import RankResult, train_rank
+from ray_cluster.session import ensure_ray
 
 PLACEMENT_TIMEOUT_S = 120
 
@@ -63,8 +64,6 @@ def _train_on_ray(s: TrainSettings, data: TrainData, cluster: ClusterConfig, cpu
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-    from ray_cluster.session import ensure_ray
 
     ensure_ray(cluster)
     gpus = 1 if s.device == "cuda" else 0

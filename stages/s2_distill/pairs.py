@@ -8,8 +8,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhf_stack.errors import ArtifactError
-from rlhf_stack.records import PreferenceRecord, TeacherAnswer, read_jsonl
+from rlhf_stack.core.errors import ArtifactError
+from rlhf_stack.core.records import PreferenceRecord, TeacherAnswer, read_jsonl
 from stages.s2_distill.config import VariantConfig
 
 

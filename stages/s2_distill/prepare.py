@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from rlhf_stack.errors import ArtifactError, Problem, RecipeError
-from rlhf_stack.records import PreferenceRecord, TeacherAnswer
-from rlhf_stack.topk_store import read_topk
+from rlhf_stack.core.errors import ArtifactError, Problem, RecipeError
+from rlhf_stack.core.records import PreferenceRecord, TeacherAnswer
+from rlhf_stack.core.topk_store import read_topk
 from stages.s2_distill.config import DistillConfig
 from stages.s2_distill.encode import encode_answers, encode_pairs
 from stages.s2_distill.pairs import PairText, is_held_out, loss_margin, pair_of, select_pairs
 from stages.s2_distill.settings import TrainData
+from stages.s2_distill.batching import total_steps
 
 PAIR_TYPES = ("initial", "refined")
 
@@ -25,8 +26,6 @@ def prepare_data(records: list[PreferenceRecord], tokenizer: Any, cfg: DistillCo
 
     Held-out prompts are the same for every variant; they are evaluated on both pair types.
     """
-    from stages.s2_distill.batching import total_steps
-
     vcfg = cfg.variants[variant]
     pairs, records_without_pairs = select_pairs(records, vcfg)
     held = {r.id for r in records if is_held_out(r.id, cfg.held_out_fraction, seed)}

@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import json
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from rlhf_stack.artifacts import write_atomic
-from rlhf_stack.errors import Problem, RecipeError
-from rlhf_stack.pipeline import Job, JobContext
-from rlhf_stack.records import PreferenceRecord
+from rlhf_stack.core.artifacts import write_atomic
+from rlhf_stack.core.errors import Problem, RecipeError
+from rlhf_stack.core.pipeline import Job, JobContext
+from rlhf_stack.core.records import PreferenceRecord
+from rlhf_stack.core.recipe_view import RecipeView
 from stages.s2_distill.config import DistillConfig, VariantConfig
 from stages.s2_distill.pairs import read_records
 from stages.s2_distill.prepare import PAIR_TYPES, prepare_data
 from stages.s2_distill.settings import TrainSettings
 from stages.s2_distill.tokenizers import load_student_tokenizer, tokenizer_mismatch
+from stages.s2_distill.launch import run_training
 
-if TYPE_CHECKING:
-    from rlhf_stack.recipe import Recipe
 
 FOLDER = "s2_distill"
 KIND = "reward_model"
@@ -29,8 +29,8 @@ NOT_IN_KEY = {"variants", "cpus_per_process", "checkpoint_every_steps"}  # setti
 TOKENIZER_SAMPLE = 16  # teacher answers re-tokenized by both tokenizers before the KL term may run
 
 
-def jobs(recipe: "Recipe") -> list[Job]:
-    cfg = recipe.distill
+def jobs(recipe: RecipeView) -> list[Job]:
+    cfg = recipe.section("distill")
     shared = cfg.model_dump(mode="json", exclude=NOT_IN_KEY)
     out = []
     for variant, vcfg in cfg.variants.items():
@@ -46,7 +46,7 @@ def jobs(recipe: "Recipe") -> list[Job]:
 
 
 def run(ctx: JobContext, variant: str) -> dict:
-    cfg: DistillConfig = ctx.recipe.distill
+    cfg: DistillConfig = ctx.recipe.section("distill")
     vcfg = cfg.variants[variant]
     source = ctx.input(SOURCE)
     records = read_records(source)
@@ -58,8 +58,6 @@ def run(ctx: JobContext, variant: str) -> dict:
     data, summary = prepare_data(records, tokenizer, cfg, variant, source, ctx.seed)
     if ctx.dry_run:
         return summary
-
-    from stages.s2_distill.launch import run_training
 
     settings = TrainSettings.build(cfg, vcfg, model_dir=model_dir, work_dir=ctx.work_dir, out_dir=ctx.out_dir,
                                    pad_token_id=tokenizer.pad_token_id, num_steps=summary["steps"], seed=ctx.seed)
@@ -87,7 +85,7 @@ def _check_teacher_tokenizer(ctx: JobContext, tokenizer: Any, records: list[Pref
     """The KL term compares token distributions, so the teacher must tokenize exactly as the student does."""
     from transformers import AutoTokenizer
 
-    alias = ctx.recipe.synthesize.teacher
+    alias = ctx.recipe.section("synthesize").teacher
     teacher = AutoTokenizer.from_pretrained(ctx.model(alias))
     texts = [r.teacher_answer.text for r in records if r.teacher_answer is not None][:TOKENIZER_SAMPLE]
     why = tokenizer_mismatch(tokenizer, teacher, texts)
@@ -95,15 +93,15 @@ def _check_teacher_tokenizer(ctx: JobContext, tokenizer: Any, records: list[Pref
         raise RecipeError("distill", [Problem(
             f"distill.variants.{variant}.kl_weight",
             f"the KL term needs the teacher's tokenizer ({alias!r}) to equal the student's "
-            f"({ctx.recipe.distill.base_model!r}), but {why}",
+            f"({ctx.recipe.section('distill').base_model!r}), but {why}",
             "set kl_weight: 0 (the SFT term on the teacher's answers still works) or use a student that shares "
             "the teacher's tokenizer")])
 
 
 def _check_policy_tokenizer(ctx: JobContext, tokenizer: Any) -> None:
     """PPO hands token ids, not text, to the reward model: the RM must tokenize exactly as the policy."""
-    ppo = ctx.recipe.ppo
-    if ppo is None or ctx.recipe.models[ppo.policy] == ctx.recipe.models[ctx.recipe.distill.base_model]:
+    ppo = ctx.recipe.section("ppo")
+    if ppo is None or ctx.recipe.models[ppo.policy] == ctx.recipe.models[ctx.recipe.section("distill").base_model]:
         return
     from transformers import AutoTokenizer
 

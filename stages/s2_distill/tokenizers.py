@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rlhf_stack.errors import ModelError
+from rlhf_stack.core.errors import ModelError
 
 
 def load_student_tokenizer(model_dir: Path) -> Any:

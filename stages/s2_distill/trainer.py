@@ -15,14 +15,16 @@ from typing import Any
 
 import torch
 
-from rlhf_stack.errors import RlhfStackError
-from rlhf_stack.progress import Progress
+from rlhf_stack.core.errors import RlhfStackError
+from rlhf_stack.core.progress import Progress
 from stages.s2_distill import engine as ds
 from stages.s2_distill.batching import Batch, collate, step_plan
 from stages.s2_distill.evaluate import answers_lm_loss, pair_metrics, pair_rewards
 from stages.s2_distill.losses import kl_topk_loss, pair_loss, sft_loss
 from stages.s2_distill.settings import TrainData, TrainSettings
 from stages.s2_distill.student import load_student
+from stages.s2_distill.export import export_reward_model
+from stages.s2_distill.tokenizers import load_student_tokenizer
 
 METRICS = "metrics.jsonl"
 VERIFY_SEQUENCES = 8
@@ -72,9 +74,6 @@ def _train(s: TrainSettings, data: TrainData, rank: int) -> RankResult:
     weights = ds.full_state_dict(model, s.zero_stage)  # collective under ZeRO-3
     result = RankResult(metrics=log.lines, final=final)
     if rank == 0 and s.out_dir is not None:
-        from stages.s2_distill.export import export_reward_model
-        from stages.s2_distill.tokenizers import load_student_tokenizer
-
         result.export = export_reward_model(
             weights, head_init, model_dir=s.model_dir, tokenizer=load_student_tokenizer(s.model_dir),
             out_dir=s.out_dir / "checkpoint", dtype=s.dtype, backbone_prefix=backbone_prefix,

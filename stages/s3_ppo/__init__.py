@@ -5,4 +5,5 @@ from stages.s3_ppo.stage import jobs
 
 NAME = "ppo"
 FOLDER = "s3_ppo"
-__all__ = ["Config", "NAME", "FOLDER", "jobs"]
+READS = ("distill",)  # stages whose output this one reads: their sections must be in the recipe
+__all__ = ["Config", "NAME", "FOLDER", "READS", "jobs"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlhf_stack.errors import ArtifactError, Problem, RecipeError
+from rlhf_stack.core.errors import ArtifactError, Problem, RecipeError
 
 
 def tokenizer_mismatch(policy_dir: Path, rm_dir: Path) -> str | None:

@@ -6,16 +6,15 @@ Every default of the stage lives here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from ray_cluster.engine_config import EngineConfig
-from rlhf_stack.config import StrictModel, did_you_mean
-from rlhf_stack.errors import Problem
+from rlhf_stack.core.config import StrictModel, did_you_mean
+from rlhf_stack.core.errors import Problem
+from rlhf_stack.core.recipe_view import RecipeView
 
-if TYPE_CHECKING:
-    from rlhf_stack.recipe import Recipe
 
 CRITIC_FREE = ("reinforce", "group_norm", "rloo")
 GROUP_BASELINES = ("group_norm", "rloo")  # need several samples per prompt
@@ -156,10 +155,11 @@ class PPOConfig(StrictModel):
     def model_aliases(self) -> dict[str, str]:
         return {"ppo.policy": self.policy}
 
-    def check(self, recipe: "Recipe") -> list[Problem]:
+    def check(self, recipe: RecipeView) -> list[Problem]:
         """Rules that need other sections: variants exist in distill; backend-only settings fit the backend."""
         problems = []
-        known = list(recipe.distill.variants) if recipe.distill is not None else []
+        distill = recipe.section("distill")
+        known = list(distill.variants) if distill is not None else []
         for i, variant in enumerate(self.variants or []):
             if variant not in known:
                 problems.append(Problem(f"ppo.variants.{i}", f"{variant!r} is not a distill variant",

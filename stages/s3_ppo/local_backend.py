@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ray_cluster.generation.rendering import RenderedPrompt
-from rlhf_stack.errors import ArtifactError
+from rlhf_stack.core.errors import ArtifactError
 from stages.s3_ppo.config import PPOConfig
 from stages.s3_ppo.metrics import MetricsLog
 from stages.s3_ppo.policy_forward import action_logprobs, critic_values

@@ -18,11 +18,11 @@ import logging
 import uuid
 from pathlib import Path
 
-from rlhf_stack.artifacts import write_atomic, write_json_atomic
-from rlhf_stack.errors import ArtifactError, ClusterError
-from rlhf_stack.pipeline import JobContext
-from rlhf_stack.records import PromptRecord
-from rlhf_stack.sections import ClusterConfig
+from rlhf_stack.core.artifacts import write_atomic, write_json_atomic
+from rlhf_stack.core.errors import ArtifactError, ClusterError
+from rlhf_stack.core.pipeline import JobContext
+from rlhf_stack.core.records import PromptRecord
+from rlhf_stack.core.sections import ClusterConfig
 from stages.s3_ppo.metrics import MetricsLog
 from stages.s3_ppo.openrlhf_args import (
     PROMPT_KEY,
@@ -34,6 +34,8 @@ from stages.s3_ppo.openrlhf_args import (
     to_argv,
 )
 from stages.s3_ppo.value_models import write_scaled_reward_model
+from ray_cluster.jobs import JobClient, submit_and_wait
+from ray_cluster.session import ensure_ray
 
 log = logging.getLogger("rlhf_stack")
 ARGV_FILE = "openrlhf_argv.json"
@@ -45,7 +47,7 @@ DASHBOARD_PORT = 8265
 
 def run_openrlhf(ctx: JobContext, *, policy_dir: Path, rm_dir: Path | None, reward_url: str | None,
                  prompts: list[PromptRecord]) -> dict:
-    cfg = ctx.recipe.ppo
+    cfg = ctx.recipe.section("ppo")
     out, work = ctx.out_dir.resolve(), ctx.work_dir.resolve()
     reward_model = rm_dir.resolve() if rm_dir is not None else None
     if reward_model is not None and cfg.reward_scale != 1.0:
@@ -88,8 +90,6 @@ def check_cluster_gpus(cluster: ClusterConfig, needed: dict[str, int], per_node:
     """
     import ray
 
-    from ray_cluster.session import ensure_ray
-
     ensure_ray(cluster)
     total = int(ray.cluster_resources().get("GPU", 0))
     nodes = [int(node["Resources"].get("GPU", 0)) for node in ray.nodes() if node["Alive"]]
@@ -121,7 +121,7 @@ def dashboard_url(cluster: ClusterConfig, configured: str | None) -> str:
 
 def run_job(ctx: JobContext, command: str) -> tuple[str, list[Path]]:
     """Submits (or re-attaches to) the PPO job and waits for it; returns its id and every attempt's log."""
-    cfg = ctx.recipe.ppo.openrlhf
+    cfg = ctx.recipe.section("ppo").openrlhf
     address = dashboard_url(ctx.cluster, cfg.dashboard_url)
     job_file = ctx.work_dir / JOB_FILE
     job = json.loads(job_file.read_text()) if job_file.exists() else {"name": uuid.uuid4().hex[:8], "attempt": 0}
@@ -148,14 +148,10 @@ def merge_runtime_envs(*envs: dict) -> dict:
 def _submit_and_wait(address: str, command: str, runtime_env: dict, log_path: Path, submission_id: str,
                      timeout_s: float | None) -> None:
     """The one place that submits a Ray job (ray_cluster.jobs)."""
-    from ray_cluster.jobs import submit_and_wait
-
     submit_and_wait(address, command, runtime_env, log_path, submission_id=submission_id, timeout_s=timeout_s)
 
 
 def _job_status(address: str, submission_id: str) -> str | None:
-    from ray_cluster.jobs import JobClient
-
     try:
         return JobClient(address).status(submission_id)
     except ClusterError:

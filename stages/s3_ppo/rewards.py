@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from rlhf_stack.errors import EngineError
+from rlhf_stack.core.errors import EngineError
 from stages.s3_ppo.rollout import Rollout
 from stages.s3_ppo.value_models import load_value_model, sequence_rewards
 

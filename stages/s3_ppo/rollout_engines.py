@@ -13,6 +13,7 @@ from pathlib import Path
 from ray_cluster.generation.rendering import RenderedPrompt
 from stages.s3_ppo.config import PPOConfig
 from stages.s3_ppo.rollout import generate_hf
+from stages.s3_ppo.vllm_rollout import VLLMEngine
 
 
 class HFEngine:
@@ -39,7 +40,5 @@ def open_rollout_engine(cfg: PPOConfig, policy, tokenizer, *, work_dir: Path, cl
     if cfg.local.rollout_engine.backend == "hf":
         yield HFEngine(cfg, policy, eos, pad)
         return
-    from stages.s3_ppo.vllm_rollout import VLLMEngine
-
     with VLLMEngine.open(cfg, policy, tokenizer, work_dir=work_dir, cluster=cluster, seed=seed) as engine:
         yield engine

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from rlhf_stack.errors import Problem, RecipeError
+from rlhf_stack.core.errors import Problem, RecipeError
 from stages.s3_ppo.value_models import check_reward_checkpoint, load_value_model, sequence_rewards
 
 log = logging.getLogger("rlhf_stack")

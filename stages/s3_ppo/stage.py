@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import TYPE_CHECKING
 
-from rlhf_stack.pipeline import Job, JobContext
-from rlhf_stack.progress import Progress
+from rlhf_stack.core.pipeline import Job, JobContext
+from rlhf_stack.core.progress import Progress
+from rlhf_stack.core.recipe_view import RecipeView
 from stages.s3_ppo.checks import check_enough_prompts, check_same_tokenizer
 from stages.s3_ppo.value_models import check_reward_checkpoint
+from stages.s3_ppo.local_backend import LocalPPO, RewardSource, iterations_per_episode
+from stages.s3_ppo.metrics import MetricsLog
+from stages.s3_ppo.openrlhf_backend import run_openrlhf
 
-if TYPE_CHECKING:
-    from rlhf_stack.recipe import Recipe
 
 FOLDER = "s3_ppo"
 KIND = "policy"
@@ -23,9 +24,9 @@ CHECKPOINT = "checkpoint"
 log = logging.getLogger("rlhf_stack")
 
 
-def jobs(recipe: "Recipe") -> list[Job]:
-    cfg = recipe.ppo
-    variants = cfg.variants if cfg.variants is not None else list(recipe.distill.variants)
+def jobs(recipe: RecipeView) -> list[Job]:
+    cfg = recipe.section("ppo")
+    variants = cfg.variants if cfg.variants is not None else list(recipe.section("distill").variants)
     unused_backend = "openrlhf" if cfg.backend == "local" else "local"
     key = {
         "ppo": cfg.model_dump(mode="json", exclude={"variants", "reward_urls", unused_backend}),
@@ -41,7 +42,7 @@ def jobs(recipe: "Recipe") -> list[Job]:
 
 
 def run(ctx: JobContext, variant: str) -> dict:
-    cfg = ctx.recipe.ppo
+    cfg = ctx.recipe.section("ppo")
     rm_dir = ctx.input(f"s2_distill/{variant}") / CHECKPOINT
     reward_url = cfg.reward_url(variant)
     policy_dir = ctx.model(cfg.policy)
@@ -51,8 +52,6 @@ def run(ctx: JobContext, variant: str) -> dict:
     prompts = ctx.prompts("ppo")
     check_enough_prompts(len(prompts), cfg.prompts_per_step)
     if cfg.backend == "openrlhf":
-        from stages.s3_ppo.openrlhf_backend import run_openrlhf
-
         return run_openrlhf(ctx, policy_dir=policy_dir, rm_dir=None if reward_url else rm_dir,
                             reward_url=reward_url, prompts=prompts)
     return _run_local(ctx, variant, policy_dir=policy_dir, rm_dir=None if reward_url else rm_dir,
@@ -60,10 +59,7 @@ def run(ctx: JobContext, variant: str) -> dict:
 
 
 def _run_local(ctx: JobContext, variant: str, *, policy_dir, rm_dir, reward_url, prompts: list[str]) -> dict:
-    from stages.s3_ppo.local_backend import LocalPPO, RewardSource, iterations_per_episode
-    from stages.s3_ppo.metrics import MetricsLog
-
-    cfg = ctx.recipe.ppo
+    cfg = ctx.recipe.section("ppo")
     total = iterations_per_episode(cfg, len(prompts)) * cfg.episodes
     if ctx.dry_run:
         log.info("ppo %s (dry run): %d iterations of %d samples on the local backend", variant, total,

@@ -3,7 +3,7 @@
 A reward-model checkpoint is a Hugging Face `*ForSequenceClassification` folder with `num_labels=1` and a bias-free
 linear head `score` (docs/artifacts.md, s2). PPO reads it exactly like OpenRLHF does: position ids from the
 attention mask, the value at the last position whose mask is 1. That is the EOS the policy emitted when it stopped,
-the token the RM was trained to score (`rlhf_stack.chat`); a pad token the policy happened to sample is read as an
+the token the RM was trained to score (`rlhf_stack.core.chat`); a pad token the policy happened to sample is read as an
 ordinary token, not skipped. The critic is the same architecture read at every response position.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from rlhf_stack.errors import ArtifactError
+from rlhf_stack.core.errors import ArtifactError
 
 HEAD = "score"  # the value head's name in the checkpoint contract
 

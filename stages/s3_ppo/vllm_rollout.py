@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ray_cluster.generation import GenerationRequest, Sampling, open_backend
 from ray_cluster.generation.rendering import RenderedPrompt
-from rlhf_stack.errors import EngineError
+from rlhf_stack.core.errors import EngineError
 from stages.s3_ppo.config import PPOConfig
 from stages.s3_ppo.rollout import cut_at_eos
 

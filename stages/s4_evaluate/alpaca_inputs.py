@@ -6,10 +6,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from rlhf_stack.errors import Problem, RecipeError
-from rlhf_stack.pipeline import JobContext
+from rlhf_stack.core.errors import Problem, RecipeError
+from rlhf_stack.core.pipeline import JobContext
 from stages.s4_evaluate.alpacaeval import TEMPLATE_MEMBER, TEMPLATE_NAME, TEMPLATE_PACKAGE
 from stages.s4_evaluate.data_sources import load_source, read_rows
+from stages.s4_evaluate.wheels import read_member
 
 KEY = "evaluate.alpaca_eval"
 REFERENCE_FILE = "reference_outputs.json"
@@ -30,7 +31,7 @@ class AlpacaInputs:
 
 def load_instructions(ctx: JobContext) -> tuple[list[dict[str, Any]], Any]:
     """The instruction rows (deduplicated by instruction text, first kept) and how they were loaded."""
-    cfg = ctx.recipe.evaluate.alpaca_eval
+    cfg = ctx.recipe.section("evaluate").alpaca_eval
     loaded = load_source(cfg.instructions, "alpaca_eval", f"{KEY}.instructions", ctx.recipe.base_dir)
     bad = [i for i, row in enumerate(loaded.rows) if not isinstance(row.get("instruction"), str)]
     if bad:
@@ -44,7 +45,7 @@ def load_instructions(ctx: JobContext) -> tuple[list[dict[str, Any]], Any]:
 
 def load_alpaca_inputs(ctx: JobContext) -> AlpacaInputs:
     """Everything the policy job needs for AlpacaEval, or a RecipeError before any model starts."""
-    cfg = ctx.recipe.evaluate.alpaca_eval
+    cfg = ctx.recipe.section("evaluate").alpaca_eval
     rows, loaded = load_instructions(ctx)
     if cfg.reference_model:
         folder = ctx.input("s4_evaluate/alpaca_reference")
@@ -79,10 +80,8 @@ def load_alpaca_inputs(ctx: JobContext) -> AlpacaInputs:
 
 def judge_template(ctx: JobContext) -> tuple[str, str]:
     """The judge prompt (ChatML text with {instruction}, {output_1}, {output_2}) and its name for the report."""
-    path = ctx.recipe.evaluate.alpaca_eval.judge_template
+    path = ctx.recipe.section("evaluate").alpaca_eval.judge_template
     if path:
         full = (ctx.recipe.base_dir / path).expanduser()
         return full.read_text(), f"custom template {full}"
-    from stages.s4_evaluate.wheels import read_member
-
     return read_member(TEMPLATE_PACKAGE, TEMPLATE_MEMBER).decode(), f"{TEMPLATE_NAME}, from {TEMPLATE_PACKAGE}"

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from ray_cluster.engine_config import EngineConfig
-from rlhf_stack.config import StrictModel
-from rlhf_stack.errors import Problem
-
-if TYPE_CHECKING:
-    from rlhf_stack.recipe import Recipe
-
-SMOKE = "smoke"  # a data source naming the project's small stand-in set (not the benchmark)
-
-
-class DataSource(StrictModel):
-    """Where a benchmark's data comes from, in the benchmark's official schema."""
-
-    source: str = Field(min_length=1)  # "smoke", a local file or folder (relative to the recipe), or a hub dataset id
-    split: str | None = None  # hub datasets: default is the benchmark's official split
-    subset: str | None = None  # hub dataset configuration name
-    file: str | None = None  # hub: read this file of the dataset repository instead of load_dataset
-    revision: str | None = None  # hub revision
-    max_items: int | None = Field(None, ge=1)  # CPU budget: keep this many, round-robin over subsets (reported)
+from rlhf_stack.core.config import StrictModel
+from rlhf_stack.core.errors import Problem
+from rlhf_stack.core.recipe_view import RecipeView
+from stages.s4_evaluate.data_sources import SMOKE, DataSource, source_problems
+from stages.sandbox import sandbox_problems
 
 
 class RMBenchmarksConfig(StrictModel):
@@ -110,15 +97,14 @@ class EvaluateConfig(StrictModel):
             refs.update({f"evaluate.ground_truth.generators.{i}": g for i, g in enumerate(self.ground_truth.generators)})
         return refs
 
-    def check(self, recipe: "Recipe") -> list[Problem]:
-        from stages.s4_evaluate.data_sources import source_problems
-
+    def check(self, recipe: RecipeView) -> list[Problem]:
         problems = []
         if (self.alpaca_eval or self.mt_bench) and not self.judge:
             problems.append(Problem("evaluate.judge", "AlpacaEval and MT-Bench need a judge",
                                     "name a model alias, e.g. judge: teacher"))
         names = set(self.reward_models) | set(self.policies)
-        reserved = {"initial"} | (set(recipe.distill.variants) if recipe.distill else set())
+        distill = recipe.section("distill")
+        reserved = {"initial"} | (set(distill.variants) if distill else set())
         for name in sorted(names & reserved):
             problems.append(Problem(f"evaluate.reward_models/policies.{name}",
                                     f"{name!r} is already the name of an RM variant or of the initial policy",
@@ -147,9 +133,7 @@ class EvaluateConfig(StrictModel):
                                     "alpaca_eval/mt_bench (with a ppo section or policies), or ground_truth"))
         return problems
 
-    def _ground_truth_problems(self, recipe: "Recipe") -> list[Problem]:
-        from rlhf_stack.sandbox import sandbox_problems
-
+    def _ground_truth_problems(self, recipe: RecipeView) -> list[Problem]:
         gt, key = self.ground_truth, "evaluate.ground_truth"
         problems = []
         if len(gt.generators) != len(set(gt.generators)):
@@ -165,9 +149,9 @@ class EvaluateConfig(StrictModel):
             problems.extend(sandbox_problems(recipe.prompts_path))
         return problems
 
-    def _evaluates_anything(self, recipe: "Recipe") -> bool:
-        has_rms = bool(self.reward_models) or recipe.distill is not None
-        has_policies = bool(self.policies) or recipe.ppo is not None
+    def _evaluates_anything(self, recipe: RecipeView) -> bool:
+        has_rms = bool(self.reward_models) or recipe.section("distill") is not None
+        has_policies = bool(self.policies) or recipe.section("ppo") is not None
         rm_work = ((self.rm_benchmarks is not None and bool(self.rm_benchmarks.sources())) or
                    self.ground_truth is not None) and has_rms
         policy_work = self.alpaca_eval is not None or self.mt_bench is not None or self.ground_truth is not None

@@ -13,8 +13,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf_stack.errors import Problem, RecipeError
-from stages.s4_evaluate.config import SMOKE, DataSource
+from pydantic import Field
+
+from rlhf_stack.core.config import StrictModel
+from rlhf_stack.core.errors import Problem, RecipeError
+
+SMOKE = "smoke"  # a data source naming the project's small stand-in set (not the benchmark)
+
+
+class DataSource(StrictModel):
+    """Where a benchmark's data comes from, in the benchmark's official schema."""
+
+    source: str = Field(min_length=1)  # "smoke", a local file or folder (relative to the recipe), or a hub dataset id
+    split: str | None = None  # hub datasets: default is the benchmark's official split
+    subset: str | None = None  # hub dataset configuration name
+    file: str | None = None  # hub: read this file of the dataset repository instead of load_dataset
+    revision: str | None = None  # hub revision
+    max_items: int | None = Field(None, ge=1)  # CPU budget: keep this many, round-robin over subsets (reported)
+
 
 DATA_DIR = Path(__file__).parent / "data"
 SUFFIXES = (".json", ".jsonl", ".parquet")

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from ray_cluster.generation.types import GenerationRequest, Sampling
-from rlhf_stack.pipeline import JobContext
-from rlhf_stack.records import PromptRecord, write_jsonl
-from rlhf_stack.sandbox import ScoredPair, Verifier, compliance_summary, pair_accuracy, true_pairs
+from rlhf_stack.core.pipeline import JobContext
+from rlhf_stack.core.records import PromptRecord, write_jsonl
+from stages.sandbox import ScoredPair, Verifier, compliance_summary, pair_accuracy, true_pairs
 from stages.s4_evaluate.request_log import Answer, RequestLog
 from stages.s4_evaluate.rm_items import RMItem
+from ray_cluster.generation import open_backend
 
 log = logging.getLogger("rlhf_stack")
 FOLDER = "s4_evaluate/ground_truth"
@@ -45,15 +46,13 @@ def answer_requests(prompts: list[PromptRecord], cfg: Any, copies: int, prefix: 
 
 def write_pairs(ctx: JobContext) -> dict[str, Any]:
     """The ground_truth job: held-out answers from each generator, and the pairs the RMs are scored on."""
-    from ray_cluster.generation import open_backend
-
-    cfg = ctx.recipe.evaluate.ground_truth
+    cfg = ctx.recipe.section("evaluate").ground_truth
     prompts = ctx.prompts("evaluate")
     checker = verifier(ctx)  # fails here, before any engine starts, if the constraints do not match
     if ctx.dry_run:
         return {}
     requests_log = RequestLog(ctx.work_dir / "generations.jsonl")
-    engine = ctx.recipe.evaluate.policy_engine
+    engine = ctx.recipe.section("evaluate").policy_engine
     answers: list[dict[str, Any]] = []
     for alias in cfg.generators:
         requests = answer_requests(prompts, cfg, cfg.answers_per_generator, alias)

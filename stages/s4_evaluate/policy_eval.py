@@ -15,16 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from ray_cluster.generation.types import GenerationRequest, Sampling
-from rlhf_stack.artifacts import read_manifest, write_json_atomic
-from rlhf_stack.models import BUILTIN_MODELS, local_path
-from rlhf_stack.pipeline import JobContext
-from rlhf_stack.records import PromptRecord, write_jsonl
+from rlhf_stack.core.artifacts import read_manifest, write_json_atomic
+from rlhf_stack.core.models import BUILTIN_MODELS, local_path
+from rlhf_stack.core.pipeline import JobContext
+from rlhf_stack.core.records import PromptRecord, write_jsonl
 from stages.s4_evaluate import alpacaeval as ae_rules
 from stages.s4_evaluate import ground_truth
 from stages.s4_evaluate import mt_bench as mt_rules
 from stages.s4_evaluate.alpaca_inputs import REFERENCE_FILE, AlpacaInputs, load_alpaca_inputs, load_instructions
 from stages.s4_evaluate.lc_winrate import GLM_NAME, is_extreme_change, length_controlled_win_rate
 from stages.s4_evaluate.request_log import Answer, RequestLog
+from ray_cluster.generation import open_backend
 
 log = logging.getLogger("rlhf_stack")
 RESULTS = "results.json"
@@ -49,7 +50,7 @@ def _user(text: str) -> tuple[tuple[str, str], ...]:
 
 def evaluate_policy(ctx: JobContext, name: str, alias: str | None) -> dict[str, Any]:
     """AlpacaEval and MT-Bench for the policy `name` (an s3_ppo variant, or the model `alias`)."""
-    cfg = ctx.recipe.evaluate
+    cfg = ctx.recipe.section("evaluate")
     if alias is not None:
         model_dir, origin, ppo_backend = model_dir_for(ctx, alias, cfg.policy_engine), f"model {alias}", None
     else:
@@ -95,8 +96,6 @@ def _run(ctx: JobContext, requests_log: RequestLog, model_dir: Path | None, engi
          requests: list[GenerationRequest], description: str) -> dict[str, Answer]:
     """Results of `requests`, starting the engines only when some are not finished yet."""
     if requests_log.missing(requests):
-        from ray_cluster.generation import open_backend
-
         with open_backend(model_dir, engine, cluster=ctx.cluster, seed=ctx.seed, model_name=model_name) as backend:
             return requests_log.run(backend, requests, description)
     return requests_log.run(None, requests, description)
@@ -105,7 +104,7 @@ def _run(ctx: JobContext, requests_log: RequestLog, model_dir: Path | None, engi
 def _policy_answers(ctx: JobContext, requests_log: RequestLog, model_dir: Path | None, name: str,
                     ae: AlpacaInputs | None, mt: mt_rules.MTBenchData | None,
                     gt_prompts: list[PromptRecord] | None) -> dict[str, Answer]:
-    cfg = ctx.recipe.evaluate
+    cfg = ctx.recipe.section("evaluate")
     first = (alpaca_answer_requests(ae.instructions, cfg.alpaca_eval.max_new_tokens, ctx.seed) if ae else []) + \
             (_mt_turn_requests(ctx, mt, 1, {}) if mt else []) + \
             (ground_truth.answer_requests(gt_prompts, cfg.ground_truth, 1, "gt") if gt_prompts is not None else [])
@@ -114,8 +113,6 @@ def _policy_answers(ctx: JobContext, requests_log: RequestLog, model_dir: Path |
         second = _mt_turn_requests(ctx, mt, 2, answers) if mt else []
         if not requests_log.missing(second):
             return {**answers, **requests_log.run(None, second, "")}
-    from ray_cluster.generation import open_backend
-
     with open_backend(model_dir, cfg.policy_engine, cluster=ctx.cluster, seed=ctx.seed, model_name=name) as backend:
         answers = requests_log.run(backend, first, f"{name}: answers")
         if mt:  # the second turn follows the policy's own first answer
@@ -133,7 +130,7 @@ def alpaca_answer_requests(instructions: list[dict[str, Any]], max_new_tokens: i
 
 def _mt_turn_requests(ctx: JobContext, mt: mt_rules.MTBenchData, turn: int,
                       answers: dict[str, Answer]) -> list[GenerationRequest]:
-    cfg = ctx.recipe.evaluate.mt_bench
+    cfg = ctx.recipe.section("evaluate").mt_bench
     out = []
     for q in mt.questions:
         temperature = mt_rules.answer_temperature(q["category"], cfg.category_temperatures)
@@ -151,7 +148,7 @@ def _mt_turn_requests(ctx: JobContext, mt: mt_rules.MTBenchData, turn: int,
 
 def _alpaca_judge_requests(ctx: JobContext, ae: AlpacaInputs, answers: dict[str, Answer],
                            name: str) -> list[GenerationRequest]:
-    cfg = ctx.recipe.evaluate.alpaca_eval
+    cfg = ctx.recipe.section("evaluate").alpaca_eval
     sampling = Sampling(max_new_tokens=1, temperature=0.0, top_logprobs=cfg.top_logprobs, seed=ctx.seed)
     out = []
     for row in ae.instructions:
@@ -172,7 +169,7 @@ def _alpaca_judge_requests(ctx: JobContext, ae: AlpacaInputs, answers: dict[str,
 
 def _mt_judge_requests(ctx: JobContext, mt: mt_rules.MTBenchData,
                        answers: dict[str, Answer]) -> list[GenerationRequest]:
-    cfg = ctx.recipe.evaluate.mt_bench
+    cfg = ctx.recipe.section("evaluate").mt_bench
     sampling = Sampling(max_new_tokens=cfg.judge_max_new_tokens, temperature=0.0, seed=ctx.seed,
                         regex=mt_rules.RATING_REGEX if cfg.constrain_rating else None)
     out = []
@@ -189,8 +186,8 @@ def _mt_judge_requests(ctx: JobContext, mt: mt_rules.MTBenchData,
 
 def _alpaca_results(ctx: JobContext, ae: AlpacaInputs, answers: dict[str, Answer], verdicts: dict[str, Answer],
                     name: str) -> dict[str, Any]:
-    cfg = ctx.recipe.evaluate.alpaca_eval
-    judge_name = f"{ctx.recipe.evaluate.judge} ({ae.template_name})"
+    cfg = ctx.recipe.section("evaluate").alpaca_eval
+    judge_name = f"{ctx.recipe.section('evaluate').judge} ({ae.template_name})"
     outputs, annotations, pairs = [], [], []
     unanswered = unjudged = identical = truncated = 0
     for row in ae.instructions:
@@ -252,7 +249,7 @@ def _shown_preference(verdict: Answer | None, switched: bool) -> float | None:
 
 def _mt_results(ctx: JobContext, mt: mt_rules.MTBenchData, answers: dict[str, Answer],
                 verdicts: dict[str, Answer], name: str) -> dict[str, Any]:
-    judge = ctx.recipe.evaluate.judge
+    judge = ctx.recipe.section("evaluate").judge
     answer_rows, judgments = [], []
     unanswered = judge_errors = 0
     for q in mt.questions:
@@ -275,7 +272,7 @@ def _mt_results(ctx: JobContext, mt: mt_rules.MTBenchData, answers: dict[str, An
     write_jsonl(ctx.out_dir / "mt_bench" / "answers.jsonl", answer_rows)
     write_jsonl(ctx.out_dir / "mt_bench" / "judgments.jsonl", judgments)
     return {**mt_rules.aggregate(judgments), "data": mt.description, "reference_answers": mt.reference_set,
-            "constrained_rating": ctx.recipe.evaluate.mt_bench.constrain_rating,
+            "constrained_rating": ctx.recipe.section("evaluate").mt_bench.constrain_rating,
             "n_questions": len(mt.questions), "total_questions": mt.total_questions,
             "n_unanswered_questions": unanswered, "n_judge_errors": judge_errors,
             "answers_file": "mt_bench/answers.jsonl", "judgments_file": "mt_bench/judgments.jsonl"}
@@ -283,7 +280,7 @@ def _mt_results(ctx: JobContext, mt: mt_rules.MTBenchData, answers: dict[str, An
 
 def write_reference_outputs(ctx: JobContext) -> dict[str, Any]:
     """AlpacaEval reference outputs written by the recipe's reference model (unanswered ones dropped, counted)."""
-    cfg = ctx.recipe.evaluate
+    cfg = ctx.recipe.section("evaluate")
     alias = cfg.alpaca_eval.reference_model
     rows, loaded = load_instructions(ctx)
     if ctx.dry_run:

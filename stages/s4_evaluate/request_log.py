@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf_stack.progress import Progress
+from rlhf_stack.core.progress import Progress
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from rlhf_stack.artifacts import write_json_atomic
-from rlhf_stack.pipeline import JobContext
-from rlhf_stack.records import write_jsonl
+from rlhf_stack.core.artifacts import write_json_atomic
+from rlhf_stack.core.pipeline import JobContext
+from rlhf_stack.core.records import write_jsonl
 from stages.s4_evaluate.config import RMBenchmarksConfig
 from stages.s4_evaluate.data_sources import load_source
 from stages.s4_evaluate.rm_items import to_items
 from stages.s4_evaluate.rm_metrics import METRICS
+from stages.s4_evaluate import ground_truth as gt
+from stages.s4_evaluate.rm_scorer import load_reward_model, score_items
 
 log = logging.getLogger("rlhf_stack")
 RESULTS = "results.json"
@@ -30,16 +32,13 @@ def evaluate_reward_model(ctx: JobContext, name: str, model_dir: Path, origin: s
     The data is loaded and checked before the model, so a missing dataset fails fast. A benchmark whose scores
     file a killed run already wrote is not scored again.
     """
-    from stages.s4_evaluate import ground_truth as gt
-    from stages.s4_evaluate.rm_scorer import load_reward_model, score_items
-
-    cfg = ctx.recipe.evaluate.rm_benchmarks or RMBenchmarksConfig()
+    cfg = ctx.recipe.section("evaluate").rm_benchmarks or RMBenchmarksConfig()
     data = {}
     for bench, src in cfg.sources().items():
         key = f"evaluate.rm_benchmarks.{bench}"
         loaded = load_source(src, bench, key, ctx.recipe.base_dir)
         data[bench] = (loaded, to_items(loaded.rows, bench, key))
-    pairs = gt.read_pairs(ctx.input(gt.FOLDER)) if ctx.recipe.evaluate.ground_truth else None
+    pairs = gt.read_pairs(ctx.input(gt.FOLDER)) if ctx.recipe.section("evaluate").ground_truth else None
     if ctx.dry_run:
         return {}
     rm = None

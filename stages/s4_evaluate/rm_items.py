@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rlhf_stack.errors import Problem, RecipeError
+from rlhf_stack.core.errors import Problem, RecipeError
 
 
 @dataclass(frozen=True)

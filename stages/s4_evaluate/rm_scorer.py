@@ -1,6 +1,6 @@
 """Scoring (prompt, response) pairs with a reward model: length-sorted, token-budgeted batches.
 
-Sequences are rendered by `rlhf_stack.chat` exactly as PPO presents them (chat-templated prompt, response, EOS),
+Sequences are rendered by `rlhf_stack.core.chat` exactly as PPO presents them (chat-templated prompt, response, EOS),
 and the reward is read at the last position whose attention mask is 1, as OpenRLHF's RewardModel does, so a score
 here is the reward PPO would see. Identical sequences are scored once.
 """
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf_stack.chat import prompt_ids, response_ids, user_messages
-from rlhf_stack.errors import ModelError
-from rlhf_stack.progress import Progress
+from rlhf_stack.core.chat import prompt_ids, response_ids, user_messages
+from rlhf_stack.core.errors import ModelError
+from rlhf_stack.core.progress import Progress
 from stages.s4_evaluate.rm_items import RMItem
 
 

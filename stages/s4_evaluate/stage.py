@@ -18,13 +18,16 @@ extra model the evaluate section names. Adding a variant adds jobs without rerun
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from rlhf_stack.pipeline import Job, JobContext
+from rlhf_stack.core.pipeline import Job, JobContext
+from rlhf_stack.core.recipe_view import RecipeView
 from stages.s4_evaluate.data_sources import source_files
+from stages.s4_evaluate.ground_truth import write_pairs
+from stages.s4_evaluate.policy_eval import evaluate_policy, write_reference_outputs
+from stages.s4_evaluate.rm_eval import evaluate_reward_model
+from stages.sandbox import constraints_path
 
-if TYPE_CHECKING:
-    from rlhf_stack.recipe import Recipe
 
 FOLDER = "s4_evaluate"
 KIND = "evaluation"
@@ -33,26 +36,28 @@ GROUND_TRUTH_FOLDER = f"{FOLDER}/ground_truth"
 INITIAL = "initial"
 
 
-def rm_names(recipe: "Recipe") -> dict[str, str | None]:
+def rm_names(recipe: RecipeView) -> dict[str, str | None]:
     """RMs to benchmark: variant name -> None (from s2_distill), extra name -> model alias."""
-    variants = list(recipe.distill.variants) if recipe.distill else []
-    return {**{v: None for v in variants}, **recipe.evaluate.reward_models}
+    distill = recipe.section("distill")
+    variants = list(distill.variants) if distill else []
+    return {**{v: None for v in variants}, **recipe.section("evaluate").reward_models}
 
 
-def policy_names(recipe: "Recipe") -> dict[str, str | None]:
+def policy_names(recipe: RecipeView) -> dict[str, str | None]:
     """Policies to evaluate: variant -> None (from s3_ppo), `initial` / extra name -> model alias."""
+    ppo, evaluate = recipe.section("ppo"), recipe.section("evaluate")
     out: dict[str, str | None] = {}
-    if recipe.ppo:
-        if recipe.evaluate.initial_policy:
-            out[INITIAL] = recipe.ppo.policy
-        variants = recipe.ppo.variants if recipe.ppo.variants is not None else list(recipe.distill.variants)
+    if ppo:
+        if evaluate.initial_policy:
+            out[INITIAL] = ppo.policy
+        variants = ppo.variants if ppo.variants is not None else list(recipe.section("distill").variants)
         out.update({v: None for v in variants})
-    out.update(recipe.evaluate.policies)
+    out.update(evaluate.policies)
     return out
 
 
-def jobs(recipe: "Recipe") -> list[Job]:
-    cfg = recipe.evaluate
+def jobs(recipe: RecipeView) -> list[Job]:
+    cfg = recipe.section("evaluate")
     out = []
     gt_inputs: tuple[str, ...] = ()
     if cfg.ground_truth:
@@ -76,10 +81,8 @@ def jobs(recipe: "Recipe") -> list[Job]:
     return out
 
 
-def _ground_truth_job(recipe: "Recipe") -> Job:
-    from rlhf_stack.sandbox import constraints_path
-
-    cfg = recipe.evaluate
+def _ground_truth_job(recipe: RecipeView) -> Job:
+    cfg = recipe.section("evaluate")
     key = {"ground_truth": cfg.ground_truth.model_dump(mode="json"),
            "models": {a: recipe.models[a].model_dump(mode="json") for a in cfg.ground_truth.generators},
            "engine": cfg.policy_engine.model_dump(mode="json"),
@@ -88,8 +91,8 @@ def _ground_truth_job(recipe: "Recipe") -> Job:
                files=(recipe.prompts_path, constraints_path(recipe.prompts_path)))
 
 
-def _policy_jobs(recipe: "Recipe") -> list[Job]:
-    cfg = recipe.evaluate
+def _policy_jobs(recipe: RecipeView) -> list[Job]:
+    cfg = recipe.section("evaluate")
     ae = cfg.alpaca_eval
     files: tuple = ()
     reference_inputs: tuple[str, ...] = ()
@@ -114,8 +117,6 @@ def _policy_jobs(recipe: "Recipe") -> list[Job]:
     shared = cfg.model_dump(mode="json", include={"judge_engine", "policy_engine", "alpaca_eval", "mt_bench"})
     shared["judge"] = recipe.models[cfg.judge].model_dump(mode="json") if cfg.judge else None
     if cfg.ground_truth:  # only then, so that adding the key kept earlier runs' hashes
-        from rlhf_stack.sandbox import constraints_path
-
         gt = cfg.ground_truth
         shared["ground_truth"] = gt.model_dump(mode="json", include={"max_new_tokens", "temperature", "top_p", "top_k"})
         shared["data"] = recipe.data.model_dump(mode="json", exclude={"prompts"})
@@ -131,26 +132,18 @@ def _policy_jobs(recipe: "Recipe") -> list[Job]:
 
 
 def _run_rm(ctx: JobContext, name: str, alias: str | None) -> dict:
-    from stages.s4_evaluate.rm_eval import evaluate_reward_model
-
     model_dir = ctx.model(alias) if alias else ctx.input(f"s2_distill/{name}") / "checkpoint"
     origin = f"model {alias}" if alias else f"s2_distill/{name}"
     return evaluate_reward_model(ctx, name, model_dir, origin)
 
 
 def _run_ground_truth(ctx: JobContext) -> dict:
-    from stages.s4_evaluate.ground_truth import write_pairs
-
     return write_pairs(ctx)
 
 
 def _run_reference(ctx: JobContext) -> dict:
-    from stages.s4_evaluate.policy_eval import write_reference_outputs
-
     return write_reference_outputs(ctx)
 
 
 def _run_policy(ctx: JobContext, name: str, alias: str | None) -> dict:
-    from stages.s4_evaluate.policy_eval import evaluate_policy
-
     return evaluate_policy(ctx, name, alias)

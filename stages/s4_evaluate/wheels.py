@@ -13,8 +13,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from rlhf_stack.errors import RlhfStackError
-from rlhf_stack.models import cache_root
+from rlhf_stack.core.errors import RlhfStackError
+from rlhf_stack.core.models import cache_root
 
 
 def wheel_path(requirement: str) -> Path:

@@ -17,6 +17,10 @@ import yaml
 
 from stages.s4_evaluate.alpacaeval import win_rate
 from stages.s4_evaluate.lc_winrate import GLM_NAME, length_controlled_win_rate
+from ray_cluster.session import shutdown
+from rlhf_stack.app.recipe import load_recipe
+from rlhf_stack.core.pipeline import run_jobs
+from stages.s4_evaluate.stage import jobs
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # scikit-learn 1.8 deprecations inside alpaca_eval
@@ -65,11 +69,6 @@ def test_synthetic_annotations_match_alpaca_eval(seed, tmp_path):
 
 
 def test_annotations_saved_by_the_stage_match_alpaca_eval(tmp_path):
-    from ray_cluster.session import shutdown
-    from rlhf_stack.pipeline import run_jobs
-    from rlhf_stack.recipe import load_recipe
-    from stages.s4_evaluate.stage import jobs
-
     raw = {"name": "contract", "run_dir": str(tmp_path / "run"), "cluster": {"address": "local", "num_cpus": 2},
            "models": {"policy": {"source": "tiny-random-llama", "seed": 1}, "judge": "tiny-random-llama"},
            "data": {"prompts": str(REPO / "recipes" / "data" / "tiny_prompts.jsonl")},

@@ -17,7 +17,7 @@ import pytest
 
 from ray_cluster.engine_config import EngineConfig
 from ray_cluster.generation import GenerationRequest, Sampling, open_backend
-from rlhf_stack.errors import EngineError
+from rlhf_stack.core.errors import EngineError
 
 KEY = "sk-test-4f1c9e"  # what the server demands; the tests check it never reaches logs or errors
 SCORES = r"([1-9]|10) ([1-9]|10)"

@@ -22,7 +22,7 @@ from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker  #
 from stages.s3_ppo import ppo_math  # noqa: E402
 from stages.s3_ppo.policy_forward import action_logprobs, critic_values  # noqa: E402
 from stages.s3_ppo.rollout import pack  # noqa: E402
-from stages.s3_ppo.value_models import load_value_model, sequence_rewards  # noqa: E402
+from stages.s3_ppo.value_models import load_value_model, sequence_rewards, write_scaled_reward_model
 
 B, T, K = 8, 6, 2  # sequences, response positions, samples per prompt
 
@@ -150,8 +150,6 @@ def test_rewards_and_values_match_openrlhfs_loader(reward_checkpoint, packed):
 
 
 def test_a_scaled_reward_model_stays_scaled_through_openrlhfs_loader(reward_checkpoint, packed, tmp_path):
-    from stages.s3_ppo.value_models import write_scaled_reward_model
-
     scaled = write_scaled_reward_model(reward_checkpoint, tmp_path / "scaled", 0.25)
     kwargs = dict(param_dtype="bf16", attn_implementation="eager")
     with torch.no_grad():

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rlhf_stack import chat
+from rlhf_stack.core import chat
 from stages.s2_distill.batching import pad_rows
 from stages.s2_distill.export import ExportError, export_reward_model
 from stages.s2_distill.losses import bt_loss

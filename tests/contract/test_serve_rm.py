@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhf_stack.chat import sequence_ids, user_messages
+from rlhf_stack.core.chat import sequence_ids, user_messages
 from stages.s3_ppo.rewards import CheckpointReward, HttpReward
 from stages.s3_ppo.rollout import pack
 
@@ -42,7 +42,7 @@ def server(reward_checkpoint, tmp_path_factory):
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "rlhf_stack.cli", "serve-rm", str(reward_checkpoint),
+        proc = subprocess.Popen([sys.executable, "-m", "rlhf_stack.app.cli", "serve-rm", str(reward_checkpoint),
                                  "--port", str(port), "--max-batch", "4"], cwd=REPO, stdout=out, stderr=out)
     base = f"http://127.0.0.1:{port}"
     try:

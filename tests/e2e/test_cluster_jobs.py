@@ -18,9 +18,9 @@ import yaml
 
 from ray_cluster.jobs import JobClient, submit_and_wait
 from ray_cluster.launch.local import LocalCluster
-from ray_cluster.submit import plan_submission
-from rlhf_stack.cli import main as cli_main
-from rlhf_stack.errors import ClusterError
+from rlhf_stack.app.submit import plan_submission
+from rlhf_stack.app.cli import main as cli_main
+from rlhf_stack.core.errors import ClusterError
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -138,8 +138,8 @@ def test_the_driver_joins_the_cluster_with_the_recipes_runtime_env(cluster, tmp_
     _script(tmp_path, "driver.py", """
         import os, ray
         from ray_cluster.session import ensure_ray
-        from rlhf_stack.recipe import load_recipe
-        from ray_cluster.submit import CLUSTER_OVERRIDES
+        from rlhf_stack.app.recipe import load_recipe
+        from rlhf_stack.app.submit import CLUSTER_OVERRIDES
         ensure_ray(load_recipe("recipes/r.yaml", CLUSTER_OVERRIDES).cluster)
         @ray.remote(resources={"worker": 1})
         def probe():

@@ -16,12 +16,12 @@ import yaml
 from ray_cluster.engine_config import EngineConfig
 from ray_cluster.generation import GenerationRequest, Sampling, open_backend
 from ray_cluster.session import ensure_ray, shutdown
-from rlhf_stack.artifacts import read_manifest
-from rlhf_stack.cli import main as cli_main
-from rlhf_stack.errors import ClusterError
-from rlhf_stack.records import PreferenceRecord, read_jsonl
-from rlhf_stack.runner import all_jobs, load_run
-from rlhf_stack.sections import ClusterConfig
+from rlhf_stack.core.artifacts import read_manifest
+from rlhf_stack.app.cli import main as cli_main
+from rlhf_stack.core.errors import ClusterError
+from rlhf_stack.core.records import PreferenceRecord, read_jsonl
+from rlhf_stack.app.run_folder import load_run
+from rlhf_stack.core.sections import ClusterConfig
 from stages.s1_synthesize import stage as s1
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ def records(run_dir: Path) -> list[PreferenceRecord]:
 
 
 def assert_every_stage_published(run_dir: Path) -> None:
-    jobs = all_jobs(load_run(run_dir))
+    jobs = load_run(run_dir).jobs()
     assert {j.stage for j in jobs} == {"synthesize", "distill", "ppo", "evaluate"}
     for job in jobs:
         manifest = read_manifest(run_dir / job.folder)

@@ -10,9 +10,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from ray_cluster.engine_config import EngineConfig
 from ray_cluster.generation import GenerationRequest, Sampling, open_backend
 from ray_cluster.session import ensure_ray, shutdown
-from rlhf_stack.chat import prompt_ids, user_messages
-from rlhf_stack.errors import ClusterError, EngineError
-from rlhf_stack.sections import ClusterConfig
+from rlhf_stack.core.chat import prompt_ids, user_messages
+from rlhf_stack.core.errors import ClusterError, EngineError
+from rlhf_stack.core.sections import ClusterConfig
 
 CLUSTER = ClusterConfig(address="local", num_cpus=2)
 SCORES = r"([1-9]|10) ([1-9]|10)"

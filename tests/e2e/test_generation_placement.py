@@ -8,8 +8,8 @@ import pytest
 from ray_cluster.engine_config import EngineConfig
 from ray_cluster.generation import GenerationRequest, Sampling, open_backend
 from ray_cluster.session import ensure_ray, shutdown
-from rlhf_stack.errors import ClusterError
-from rlhf_stack.sections import ClusterConfig
+from rlhf_stack.core.errors import ClusterError
+from rlhf_stack.core.sections import ClusterConfig
 
 CLUSTER = ClusterConfig(address="local", num_cpus=2, num_gpus=2)
 

@@ -4,8 +4,8 @@ import pytest
 
 from ray_cluster.launch.local import LocalCluster
 from ray_cluster.session import ensure_ray, shutdown
-from rlhf_stack.errors import ClusterError
-from rlhf_stack.sections import ClusterConfig
+from rlhf_stack.core.errors import ClusterError
+from rlhf_stack.core.sections import ClusterConfig
 
 
 def test_connects_to_a_running_cluster():

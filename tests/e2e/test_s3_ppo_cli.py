@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_stack.artifacts import publish
-from rlhf_stack.cli import main
-from rlhf_stack.recipe import load_recipe
-from rlhf_stack.prompts import load_prompts, split_prompts
+from rlhf_stack.core.artifacts import publish
+from rlhf_stack.app.cli import main
+from rlhf_stack.app.recipe import load_recipe
+from rlhf_stack.core.prompts import load_prompts, split_prompts
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "recipes" / "tiny.yaml"

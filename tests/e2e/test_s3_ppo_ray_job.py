@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from ray_cluster.launch.local import LocalCluster
-from rlhf_stack.errors import ClusterError
-from rlhf_stack.pipeline import JobContext
-from rlhf_stack.recipe import load_recipe
+from rlhf_stack.core.errors import ClusterError
+from rlhf_stack.core.pipeline import JobContext
+from rlhf_stack.app.recipe import load_recipe
 from stages.s3_ppo import stage
 from stages.s3_ppo.openrlhf_args import LaunchPaths, entrypoint, to_argv
 from stages.s3_ppo.openrlhf_backend import JOB_FILE, run_job

@@ -10,6 +10,7 @@ from stages.s4_evaluate.config import MTBenchConfig
 from stages.s4_evaluate.mt_bench import judge_messages as mt_judge_messages
 from stages.s4_evaluate.mt_bench import load_mt_bench
 from stages.s4_evaluate.wheels import read_member
+from rlhf_stack.core.errors import RlhfStackError
 
 
 def test_mt_bench_from_the_wheel_has_80_questions_and_the_corrected_references():
@@ -40,7 +41,5 @@ def test_the_weighted_alpaca_eval_prompt_from_its_wheel():
 
 
 def test_an_unknown_member_is_a_clear_error():
-    from rlhf_stack.errors import RlhfStackError
-
     with pytest.raises(RlhfStackError, match="expected one file ending in"):
         read_member(TEMPLATE_PACKAGE, "no/such/file.txt")

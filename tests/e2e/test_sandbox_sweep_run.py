@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_stack.cli import main
-from rlhf_stack.recipe import load_recipe
-from rlhf_stack.records import PreferenceRecord, read_jsonl
-from rlhf_stack.sandbox import ScoredPair, Verifier, compliance_summary, pair_accuracy
-from rlhf_stack.sweep_report import t_interval
+from rlhf_stack.app.cli import main
+from rlhf_stack.app.recipe import load_recipe
+from rlhf_stack.core.records import PreferenceRecord, read_jsonl
+from stages.sandbox import ScoredPair, Verifier, compliance_summary, pair_accuracy
+from rlhf_stack.app.report.sweep import t_interval
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "sandbox_tiny.yaml"

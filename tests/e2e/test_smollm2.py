@@ -2,7 +2,7 @@
 
 import json
 
-from rlhf_stack.models import ModelSpec, resolve_model
+from rlhf_stack.core.models import ModelSpec, resolve_model
 
 
 def test_smollm2_converts_with_distinct_pad_and_chat_template(tmp_path):

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_stack.artifacts import read_manifest
-from rlhf_stack.cli import main
-from rlhf_stack.runner import all_jobs, load_run
+from rlhf_stack.core.artifacts import read_manifest
+from rlhf_stack.app.cli import main
+from rlhf_stack.app.run_folder import load_run
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "recipes" / "tiny.yaml"
@@ -20,7 +20,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 def test_every_job_publishes_a_manifest_of_its_kind(tiny_run):
-    jobs = all_jobs(load_run(tiny_run))
+    jobs = load_run(tiny_run).jobs()
     assert {j.stage for j in jobs} == {"synthesize", "distill", "ppo", "evaluate"}
     for job in jobs:
         manifest = read_manifest(tiny_run / job.folder)
@@ -39,7 +39,7 @@ def test_report_leads_with_the_comparison_table(tiny_run):
 
 
 def _manifest_texts(run_dir: Path) -> dict[str, str]:
-    return {j.folder: (run_dir / j.folder / "manifest.json").read_text() for j in all_jobs(load_run(run_dir))}
+    return {j.folder: (run_dir / j.folder / "manifest.json").read_text() for j in load_run(run_dir).jobs()}
 
 
 def test_second_run_skips_everything_and_status_says_done(tiny_run, capsys):

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_stack.cli import main
-from rlhf_stack.pipeline import run_jobs
-from rlhf_stack.recipe import load_recipe
-from rlhf_stack.records import PreferenceRecord, read_jsonl
-from rlhf_stack.topk_store import read_topk
+from rlhf_stack.app.cli import main
+from rlhf_stack.core.pipeline import run_jobs
+from rlhf_stack.app.recipe import load_recipe
+from rlhf_stack.core.records import PreferenceRecord, read_jsonl
+from rlhf_stack.core.topk_store import read_topk
 from stages.s1_synthesize import stage
+from ray_cluster.session import shutdown
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "recipes" / "tiny.yaml"
@@ -72,8 +73,6 @@ def difference(a, b, path: str = "") -> str | None:
 def reference(tmp_path_factory, prompts_file):
     """A full run in this process, during which the teacher's engine actor is killed once."""
     import ray
-
-    from ray_cluster.session import shutdown
 
     run_dir = tmp_path_factory.mktemp("reference")
     recipe = load_recipe(TINY, overrides(run_dir, prompts_file))
@@ -145,7 +144,7 @@ def test_teacher_top_k_is_stored_beside_the_records(reference):
 
 def test_a_sigkilled_run_resumes_without_resending_and_matches(reference, prompts_file, tmp_path):
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "rlhf_stack.cli", "run", str(TINY), "--only", "synthesize",
+    cmd = [sys.executable, "-m", "rlhf_stack.app.cli", "run", str(TINY), "--only", "synthesize",
            *[a for o in overrides(run_dir, prompts_file) for a in ("--set", o)]]
     log_path = tmp_path / "first.log"
     with open(log_path, "w") as log:

@@ -16,14 +16,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rlhf_stack import chat
-from rlhf_stack.artifacts import publish, read_manifest
-from rlhf_stack.errors import RecipeError
-from rlhf_stack.pipeline import run_jobs
-from rlhf_stack.recipe import load_recipe
-from rlhf_stack.records import (Candidate, InitialPair, PairJudgment, PreferenceRecord, Refinement, TeacherAnswer,
+from rlhf_stack.core import chat
+from rlhf_stack.core.artifacts import publish, read_manifest
+from rlhf_stack.core.errors import RecipeError
+from rlhf_stack.core.pipeline import run_jobs
+from rlhf_stack.app.recipe import load_recipe
+from rlhf_stack.core.records import (Candidate, InitialPair, PairJudgment, PreferenceRecord, Refinement, TeacherAnswer,
                                 write_jsonl)
-from rlhf_stack.topk_store import write_topk
+from rlhf_stack.core.topk_store import write_topk
+from ray_cluster.session import shutdown
+from stages.s2_distill import trainer
+from stages.s2_distill.trainer import TrainingError
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD = "good helpful polite clear correct".split()
@@ -192,8 +195,6 @@ def test_exported_checkpoint_is_a_sequence_classifier(trained, tiny_policy):
 
 def test_killed_run_resumes_to_the_same_result(tmp_path, s1_artifact, trained, monkeypatch):
     """Killed in step 5 (checkpoints every 2 steps): the rerun resumes from step 4 and ends as if never killed."""
-    from stages.s2_distill import trainer
-
     recipe = make_recipe(tmp_path, s1_artifact, {"rm_distiller": RM_DISTILLER}, ["distill.checkpoint_every_steps=2"])
     calls = {"n": 0}
     real_step_loss = trainer.step_loss
@@ -231,8 +232,6 @@ def assert_close_lines(got: list[dict], want: list[dict]) -> None:
 
 
 def test_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path, s1_artifact):
-    from stages.s2_distill.trainer import TrainingError
-
     recipe = make_recipe(tmp_path, s1_artifact, {"binary_bt": BINARY_BT},
                          ["distill.lr=1e30", "distill.checkpoint_every_steps=1"])
     with pytest.raises(TrainingError, match=r"loss is not finite at step (\d+).*last good checkpoint") as err:
@@ -256,8 +255,6 @@ def test_memory_savers_give_the_same_model(tmp_path, s1_artifact, trained, overr
 
 def test_two_ranks_on_ray_match_one_process(tmp_path, s1_artifact, trained):
     """Two data-parallel ranks (Ray actors, gloo, ZeRO-2) see the same micro-batches as one rank accumulating."""
-    from ray_cluster.session import shutdown
-
     recipe = make_recipe(tmp_path, s1_artifact, {"binary_bt": BINARY_BT},
                          ["distill.num_processes=2", "distill.zero_stage=2"])
     try:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from rlhf_stack import chat
-from rlhf_stack.errors import ArtifactError, ModelError
-from rlhf_stack.records import TeacherAnswer
+from rlhf_stack.core import chat
+from rlhf_stack.core.errors import ArtifactError, ModelError
+from rlhf_stack.core.records import TeacherAnswer
 from stages.s2_distill.encode import encode_answers, encode_pairs, fit_sequence
 from stages.s2_distill.pairs import PairText
 from stages.s2_distill.tokenizers import load_student_tokenizer, tokenizer_mismatch

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhf_stack.artifacts import read_manifest
-from rlhf_stack.errors import ArtifactError
-from rlhf_stack.runner import run_recipe
+from rlhf_stack.core.artifacts import read_manifest
+from rlhf_stack.core.errors import ArtifactError
+from rlhf_stack.app.runner import run_recipe
 from stages.s3_ppo.config import PPOConfig
 from stages.s3_ppo.local_backend import LocalPPO, RewardSource
 from stages.s3_ppo.metrics import MetricsLog, read_metrics
 from test_s3_support import build_frequency_rm, publish_reward_models
+from stages.s3_ppo.value_models import check_reward_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPTS = [json.loads(line)["prompt"] for line in (REPO / "recipes/data/tiny_prompts.jsonl").read_text().splitlines()]
@@ -121,8 +122,6 @@ def test_reward_checkpoints_without_the_contract_head_are_refused(tiny_policy, f
     import shutil
 
     from transformers import AutoModelForSequenceClassification
-
-    from stages.s3_ppo.value_models import check_reward_checkpoint
 
     check_reward_checkpoint(frequency_rm)
     with pytest.raises(ArtifactError, match="no 'score.weight' tensor: its value head was never trained"):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ray_cluster.session import shutdown
-from rlhf_stack.sections import ClusterConfig
+from rlhf_stack.core.sections import ClusterConfig
 from stages.s3_ppo.config import PPOConfig
 from stages.s3_ppo.local_backend import LocalPPO, RewardSource
 from stages.s3_ppo.metrics import MetricsLog, read_metrics

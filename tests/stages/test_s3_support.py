@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from rlhf_stack.artifacts import publish
+from rlhf_stack.core.artifacts import publish
 
 
 def build_frequency_rm(policy_dir: Path, out: Path, *, scale: float = 4.0, seed: int = 0) -> Path:

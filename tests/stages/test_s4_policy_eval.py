@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhf_stack.artifacts import read_manifest
-from rlhf_stack.pipeline import config_hash, run_jobs
-from rlhf_stack.recipe import load_recipe
+from rlhf_stack.core.artifacts import read_manifest
+from rlhf_stack.core.pipeline import config_hash, run_jobs
+from rlhf_stack.app.recipe import load_recipe
 from stages.s4_evaluate.alpacaeval import is_switched, win_rate
 from stages.s4_evaluate.stage import jobs
+from ray_cluster.session import shutdown
+from stages.s4_evaluate.policy_eval import alpaca_answer_requests
 
 REPO = Path(__file__).resolve().parents[2]
 FASTCHAT = REPO / "tests" / "fixtures" / "benchmarks" / "fastchat_data"
@@ -39,8 +41,6 @@ def make_recipe(tmp_path: Path, run_name: str, **evaluate) -> "object":
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
-    from ray_cluster.session import shutdown
-
     tmp = tmp_path_factory.mktemp("s4policy")
     recipe = make_recipe(tmp, "run")
     try:
@@ -101,8 +101,6 @@ def test_the_reference_model_wrote_the_reference_outputs_first(evaluated):
 
 
 def test_a_second_run_skips_and_a_killed_run_reuses_finished_answers(evaluated):
-    from stages.s4_evaluate.policy_eval import alpaca_answer_requests
-
     recipe, _, tmp = evaluated
     assert run_jobs(recipe, jobs(recipe), {"evaluate"}) == {"s4_evaluate/alpaca_reference": "skipped",
                                                             "s4_evaluate/policy/pol": "skipped"}

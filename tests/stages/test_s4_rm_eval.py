@@ -6,12 +6,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhf_stack.artifacts import read_manifest
-from rlhf_stack.errors import ModelError
-from rlhf_stack.pipeline import config_hash, run_jobs
-from rlhf_stack.recipe import load_recipe
+from rlhf_stack.core.artifacts import read_manifest
+from rlhf_stack.core.errors import ModelError
+from rlhf_stack.core.pipeline import config_hash, run_jobs
+from rlhf_stack.app.recipe import load_recipe
 from stages.s4_evaluate.rm_metrics import METRICS
 from stages.s4_evaluate.stage import jobs
+from rlhf_stack.core.chat import sequence_ids, user_messages
+from stages.s4_evaluate.rm_scorer import encode, encode_many, load_reward_model
 
 REPO = Path(__file__).resolve().parents[2]
 BENCHES = ("rewardbench", "rewardbench2", "rm_bench")
@@ -44,8 +46,6 @@ def make_recipe(tmp_path, rm_dir, tokens_per_batch=2048):
 def test_rm_job_scores_every_benchmark_and_the_numbers_recompute(tmp_path, tiny_rm):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from rlhf_stack.chat import sequence_ids, user_messages
 
     recipe = make_recipe(tmp_path, tiny_rm, tokens_per_batch=300)  # several batches of different widths
     assert run_jobs(recipe, jobs(recipe), {"evaluate"}) == {"s4_evaluate/rm/ext": "ran"}
@@ -96,15 +96,11 @@ def test_a_killed_rm_job_keeps_finished_benchmarks(tmp_path, tiny_rm):
 
 
 def test_a_model_without_a_score_head_is_refused(tiny_model):
-    from stages.s4_evaluate.rm_scorer import load_reward_model
-
     with pytest.raises(ModelError, match="saved `score` head"):
         load_reward_model(tiny_model)
 
 
 def test_batch_encoding_equals_one_at_a_time_and_cuts_only_the_prompt(tiny_rm):
-    from stages.s4_evaluate.rm_scorer import encode, encode_many, load_reward_model
-
     rm = load_reward_model(tiny_rm, max_length_tokens=40)
     long_prompt = "Explain why the sky is blue, in detail please. " * 6
     pairs = [("Hi?", "Hello there."), (long_prompt, "Because of scattering."), ("Hi?", ""), (long_prompt, "x " * 60)]

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_stack.artifacts import hash_files, open_artifact, publish, read_manifest, write_atomic
-from rlhf_stack.errors import ArtifactError
+from rlhf_stack.core.artifacts import hash_files, open_artifact, publish, read_manifest, write_atomic
+from rlhf_stack.core.errors import ArtifactError
 
 
 def _publish(folder: Path):

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from ray_cluster.jobs import LOG_TAIL_LINES, JobClient, _LogSink
-from rlhf_stack.errors import ClusterError
+from rlhf_stack.core.errors import ClusterError
 
 
 def test_an_address_without_scheme_names_the_fix():

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_stack.artifacts import sha256_file
-from rlhf_stack.errors import ModelError
-from rlhf_stack.models import ModelSpec, check_model, resolve_model
-from rlhf_stack.tiny_models import build
+from rlhf_stack.core.artifacts import sha256_file
+from rlhf_stack.core.errors import ModelError
+from rlhf_stack.core.models import ModelSpec, check_model, resolve_model
+from rlhf_stack.core.tiny_models import build
 
 
 def test_tiny_models_are_deterministic_per_seed(tmp_path):

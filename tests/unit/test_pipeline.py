@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_stack.artifacts import read_manifest
-from rlhf_stack.errors import ArtifactError
-from rlhf_stack.pipeline import Job, job_states, run_jobs
-from rlhf_stack.recipe import load_recipe
+from rlhf_stack.core.artifacts import read_manifest
+from rlhf_stack.core.errors import ArtifactError
+from rlhf_stack.core.pipeline import Job, job_states, run_jobs
+from rlhf_stack.app.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 CALLS: list[str] = []
@@ -76,8 +76,8 @@ def test_fresh_reruns(tmp_path):
 KILLABLE = textwrap.dedent('''
     import os, signal, sys, json
     from pathlib import Path
-    from rlhf_stack.pipeline import Job, run_jobs
-    from rlhf_stack.recipe import load_recipe
+    from rlhf_stack.core.pipeline import Job, run_jobs
+    from rlhf_stack.app.recipe import load_recipe
 
     def run(ctx):
         done = ctx.work_dir / "done.jsonl"

@@ -1,6 +1,6 @@
-from rlhf_stack.prompts import split_prompts
-from rlhf_stack.records import PromptRecord
-from rlhf_stack.sections import SplitFractions
+from rlhf_stack.core.prompts import split_prompts
+from rlhf_stack.core.records import PromptRecord
+from rlhf_stack.core.sections import SplitFractions
 
 
 def test_splits_are_disjoint_sized_and_order_independent():

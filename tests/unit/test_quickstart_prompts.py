@@ -3,7 +3,7 @@
 from collections import Counter
 from pathlib import Path
 
-from rlhf_stack.prompts import load_prompts
+from rlhf_stack.core.prompts import load_prompts
 
 PROMPTS = Path(__file__).resolve().parents[2] / "recipes" / "data" / "quickstart_prompts.jsonl"
 CATEGORIES = {"writing", "advice", "reasoning", "coding", "knowledge", "math", "safety"}

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhf_stack.cli import main
-from rlhf_stack.errors import RecipeError
-from rlhf_stack.recipe import load_recipe
+from rlhf_stack.app.cli import main
+from rlhf_stack.core.errors import RecipeError
+from rlhf_stack.app.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "recipes" / "tiny.yaml"

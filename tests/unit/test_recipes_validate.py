@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_stack.recipe import load_recipe
+from rlhf_stack.app.recipe import load_recipe
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").rglob("*.yaml"))
 SHIPPED = ["quickstart_cpu.yaml", "rm_distill_ppo.yaml", "sandbox_cpu.yaml", "sandbox_tiny.yaml", "tiny.yaml"]

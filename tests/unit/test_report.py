@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhf_stack import plots
-from rlhf_stack.artifacts import publish
-from rlhf_stack.pipeline import config_hash
-from rlhf_stack.recipe import load_recipe
-from rlhf_stack.report import write_report
+from rlhf_stack.core import plots
+from rlhf_stack.core.artifacts import publish
+from rlhf_stack.core.pipeline import config_hash
+from rlhf_stack.app.recipe import load_recipe
+from rlhf_stack.app.report import write_report
 from stages.s4_evaluate.rm_metrics import METRICS
 from stages.s4_evaluate.stage import jobs
 

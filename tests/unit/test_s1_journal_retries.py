@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from ray_cluster.generation.types import Completion, GenerationResult, Sampling, TokenLogprob
-from rlhf_stack.errors import RecipeError
-from rlhf_stack.recipe import load_recipe
+from rlhf_stack.core.errors import RecipeError
+from rlhf_stack.app.recipe import load_recipe
 from stages.s1_synthesize.config import SynthesizeConfig
 from stages.s1_synthesize.journal import RequestJournal
 from stages.s1_synthesize.judge import PairItem

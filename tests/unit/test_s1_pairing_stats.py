@@ -2,7 +2,7 @@
 
 import pytest
 
-from rlhf_stack.records import Candidate
+from rlhf_stack.core.records import Candidate
 from stages.s1_synthesize.judge import Verdict
 from stages.s1_synthesize.pairing import decide, pick_pair, seeded_rng
 from stages.s1_synthesize.stats import StageStats, edit_distance, histogram, normalized_edit_distance

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from rlhf_stack.errors import RecipeError
-from rlhf_stack.recipe import load_recipe
+from rlhf_stack.core.errors import RecipeError
+from rlhf_stack.app.recipe import load_recipe
 from stages.s2_distill.config import DistillConfig, VariantConfig
 
 PROMPTS = Path(__file__).resolve().parents[2] / "recipes" / "data" / "tiny_prompts.jsonl"

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from rlhf_stack.prompts import split_prompts
-from rlhf_stack.records import Candidate, InitialPair, PreferenceRecord, PromptRecord, Refinement
-from rlhf_stack.sections import SplitFractions
+from rlhf_stack.core.prompts import split_prompts
+from rlhf_stack.core.records import Candidate, InitialPair, PreferenceRecord, PromptRecord, Refinement
+from rlhf_stack.core.sections import SplitFractions
 from stages.s2_distill.config import VariantConfig
 from stages.s2_distill.engine import lr_factor
 from stages.s2_distill.evaluate import pair_metrics, ranks, spearman

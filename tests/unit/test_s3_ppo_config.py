@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from rlhf_stack.errors import RecipeError
-from rlhf_stack.recipe import load_recipe
+from rlhf_stack.core.errors import RecipeError
+from rlhf_stack.app.recipe import load_recipe
 from stages.s3_ppo.config import PPOConfig
 from stages.s3_ppo.openrlhf_args import LaunchPaths, gpus_needed, parse_step_line, to_argv
 from stages.s3_ppo.openrlhf_backend import dashboard_url, merge_runtime_envs
-from rlhf_stack.sections import ClusterConfig
+from rlhf_stack.core.sections import ClusterConfig
 
 TINY = Path(__file__).resolve().parents[2] / "recipes" / "tiny.yaml"
 PATHS = LaunchPaths(policy=Path("/m/policy"), prompts=Path("/r/prompts.jsonl"), checkpoint=Path("/r/checkpoint"),

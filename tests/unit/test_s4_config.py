@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhf_stack.errors import RecipeError
-from rlhf_stack.recipe import load_recipe
+from rlhf_stack.core.errors import RecipeError
+from rlhf_stack.app.recipe import load_recipe
 from stages.s4_evaluate.stage import jobs
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_stack.errors import RecipeError
+from rlhf_stack.core.errors import RecipeError
 from stages.s4_evaluate.config import DataSource
 from stages.s4_evaluate.data_sources import load_source, round_robin, source_problems
 from stages.s4_evaluate.rm_items import to_items

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_stack.errors import RecipeError
+from rlhf_stack.core.errors import RecipeError
 from stages.s4_evaluate.config import MTBenchConfig
-from stages.s4_evaluate.mt_bench import UNPARSED, aggregate, judge_messages, limit_questions, load_mt_bench, parse_rating
+from stages.s4_evaluate.mt_bench import RATING_REGEX, UNPARSED, aggregate, judge_messages, limit_questions, load_mt_bench, parse_rating
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "benchmarks" / "fastchat_data"
 
@@ -61,8 +61,6 @@ def test_missing_reference_set_is_a_recipe_error(tmp_path):
 
 def test_the_rating_constraint_only_admits_outputs_that_parse():
     import re
-
-    from stages.s4_evaluate.mt_bench import RATING_REGEX
 
     for text, rating in [("Clear and correct. [[9]]", 9.0), ("[[10]]", 10.0), ("Weak.\nRating: [[2]]", 2.0)]:
         assert re.fullmatch(RATING_REGEX, text) and parse_rating(text) == rating

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rlhf_stack.sandbox.constraints import (
+from stages.sandbox.constraints import (
     KINDS, BulletCount, EndsWith, ForbiddenWords, HighlightCount, IncludeKeywords, JsonObject, Lowercase, MaxWords,
     MinWords, NoCommas, ParagraphCount, StartsWith, Title, Uppercase, compatible, constraint_from_json,
 )

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_stack.errors import RecipeError
-from rlhf_stack.prompts import load_prompts, split_prompts
-from rlhf_stack.sandbox.constraints import KINDS, IncludeKeywords, Lowercase, compatible
-from rlhf_stack.sandbox.families import (
+from rlhf_stack.core.errors import RecipeError
+from rlhf_stack.core.prompts import load_prompts, split_prompts
+from stages.sandbox.constraints import KINDS, IncludeKeywords, Lowercase, compatible
+from stages.sandbox.families import (
     ENDINGS, OPENINGS, SandboxPrompt, constraints_path, load_sandbox_prompts, make_prompt, sandbox_problems,
     sandbox_prompts, write_sandbox_prompts,
 )
-from rlhf_stack.sandbox.tasks import TASKS
-from rlhf_stack.sections import SplitFractions
+from stages.sandbox.tasks import TASKS
+from rlhf_stack.core.sections import SplitFractions
 
 REPO = Path(__file__).resolve().parents[2]
 

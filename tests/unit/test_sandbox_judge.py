@@ -8,11 +8,11 @@ import yaml
 
 from ray_cluster.engine_config import EngineConfig
 from ray_cluster.generation.types import Completion, GenerationResult, Sampling
-from rlhf_stack.errors import RecipeError
-from rlhf_stack.recipe import load_recipe
-from rlhf_stack.sandbox import NoiseConfig, SandboxPrompt, Verifier, constraints_path
-from rlhf_stack.sandbox.constraints import Lowercase, MinWords, NoCommas
-from rlhf_stack.sections import ClusterConfig
+from rlhf_stack.core.errors import RecipeError
+from rlhf_stack.app.recipe import load_recipe
+from stages.sandbox import NoiseConfig, SandboxPrompt, Verifier, constraints_path
+from stages.sandbox.constraints import Lowercase, MinWords, NoCommas
+from rlhf_stack.core.sections import ClusterConfig
 from stages.s1_synthesize.journal import RequestJournal
 from stages.s1_synthesize.judge import CalibrateItem, PairItem, Refined, RefineItem, Verdict
 from stages.s1_synthesize.session import ModelSession, cache_scope, make_request

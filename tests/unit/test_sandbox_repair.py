@@ -4,12 +4,12 @@ import itertools
 
 import pytest
 
-from rlhf_stack.sandbox import repair
-from rlhf_stack.sandbox.constraints import (
+from stages.sandbox import repair
+from stages.sandbox.constraints import (
     BulletCount, EndsWith, ForbiddenWords, HighlightCount, IncludeKeywords, JsonObject, Lowercase, MaxWords, MinWords,
     NoCommas, ParagraphCount, StartsWith, Title, Uppercase, compatible,
 )
-from rlhf_stack.sandbox.repair import MAX_PASSES, repair_all
+from stages.sandbox.repair import MAX_PASSES, repair_all
 
 
 def test_complying_answer_comes_back_unchanged():

@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhf_stack import plots
-from rlhf_stack.artifacts import publish
-from rlhf_stack.errors import RecipeError
-from rlhf_stack.recipe import load_recipe
-from rlhf_stack.report import write_report
-from rlhf_stack.sweep import SweepConfig, cell_name, sweep_cells
-from rlhf_stack.sweep_report import t_interval
+from rlhf_stack.core import plots
+from rlhf_stack.core.artifacts import publish
+from rlhf_stack.core.errors import RecipeError
+from rlhf_stack.app.recipe import load_recipe
+from rlhf_stack.app.report import write_report
+from rlhf_stack.app.recipe import cell_name, sweep_cells
+from rlhf_stack.app.sweep_config import SweepConfig
+from rlhf_stack.app.report.sweep import t_interval
 
 REPO = Path(__file__).resolve().parents[2]
 FLIP = "synthesize.verifier.noise.flip_prob"

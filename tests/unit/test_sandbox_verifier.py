@@ -5,12 +5,12 @@ import statistics
 import pytest
 from pydantic import ValidationError
 
-from rlhf_stack.errors import ArtifactError
-from rlhf_stack.sandbox import (
+from rlhf_stack.core.errors import ArtifactError
+from stages.sandbox import (
     NoiseConfig, NoiseModel, SandboxPrompt, ScoredPair, Verifier, compliance_summary, pair_accuracy,
     score_from_compliance, true_pairs, write_sandbox_prompts,
 )
-from rlhf_stack.sandbox.constraints import Lowercase, MinWords, NoCommas
+from stages.sandbox.constraints import Lowercase, MinWords, NoCommas
 
 PROMPT = SandboxPrompt("p1", "Greet a friend.", (Lowercase(), NoCommas(), MinWords(5)))
 ALL_MET = "hello there my good friend"  # 3 of 3

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ray_cluster.submit import CLUSTER_OVERRIDES, UPLOAD_EXCLUDES, plan_submission
-from rlhf_stack.cli import main as cli_main
-from rlhf_stack.errors import RecipeError
+from rlhf_stack.app.submit import CLUSTER_OVERRIDES, UPLOAD_EXCLUDES, plan_submission
+from rlhf_stack.app.cli import main as cli_main
+from rlhf_stack.core.errors import RecipeError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,1 @@
+"""The application: the `rlhf-stack` CLI, recipe assembly from the stage registry, runner, sweeps, reports, submission."""

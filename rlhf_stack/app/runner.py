@@ -1,0 +1,112 @@
+"""What `rlhf-stack run` and `rlhf-stack status` do with a recipe and a run folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from ray_cluster.session import shutdown
+from rlhf_stack.app.recipe import RecipeBase, load_recipe, sweep_cells
+from rlhf_stack.app.report import write_report
+from rlhf_stack.app.run_folder import SWEEP_INFO, load_run, write_run_files
+from rlhf_stack.app.sweep import reuse_finished
+from rlhf_stack.app.sweep_config import CELLS
+from rlhf_stack.core.artifacts import write_json_atomic
+from rlhf_stack.core.errors import ArtifactError
+from rlhf_stack.core.pipeline import Job, job_states, run_jobs
+
+log = logging.getLogger("rlhf_stack")
+
+
+def selected_stages(recipe: RecipeBase, only: str | None, from_stage: str | None) -> set[str]:
+    present = list(recipe.sections())
+    if only:
+        chosen = [only]
+    elif from_stage:
+        order = recipe.stage_names()
+        chosen = [s for s in present if order.index(s) >= order.index(from_stage)]
+    else:
+        chosen = present
+    missing = [s for s in chosen if s not in present]
+    if missing:
+        raise ArtifactError(f"the recipe has no '{missing[0]}' section, so that stage cannot run")
+    return set(chosen)
+
+
+def run_recipe(path: Path, overrides: Sequence[str], *, only: str | None = None, from_stage: str | None = None,
+               fresh: bool = False, dry_run: bool = False) -> dict[str, str]:
+    recipe = load_recipe(path, overrides)
+    selected = selected_stages(recipe, only, from_stage)
+    write_run_files(recipe, path, overrides)
+    if recipe.sweep is not None:
+        return _run_sweep(recipe, path, overrides, selected, fresh=fresh, dry_run=dry_run)
+    wall: dict[str, float] = defaultdict(float)
+
+    def on_job(job: Job, outcome: str, seconds: float) -> None:
+        wall[job.stage] += seconds if outcome != "skipped" else 0.0
+
+    start = time.perf_counter()
+    try:
+        outcomes = run_jobs(recipe, recipe.jobs(), selected, fresh=fresh, dry_run=dry_run, on_job=on_job)
+    finally:
+        shutdown()
+    _echo_report(recipe.run_path, selected, dry_run)
+    lines = [f"  {stage:<11} {wall[stage]:8.1f} s" for stage in recipe.stage_names() if stage in selected]
+    click.echo("wall time per stage (this invocation):\n" + "\n".join(lines)
+               + f"\n  {'total':<11} {time.perf_counter() - start:8.1f} s")
+    return outcomes
+
+
+def _echo_report(run_dir: Path, selected: set[str], dry_run: bool) -> None:
+    if not dry_run and "evaluate" in selected:
+        click.echo(write_report(run_dir).read_text())
+
+
+def _run_sweep(recipe: RecipeBase, path: Path, overrides: Sequence[str], selected: set[str], *, fresh: bool,
+               dry_run: bool) -> dict[str, str]:
+    """Runs every cell in order (rlhf_stack/app/sweep.py); returns `cells/<cell>/<folder>` -> outcome."""
+    cells = sweep_cells(recipe, str(path))
+    info_path = recipe.run_path / SWEEP_INFO
+    info = json.loads(info_path.read_text()) if info_path.exists() else {"cells": {}}
+    outcomes: dict[str, str] = {}
+    start = time.perf_counter()
+    try:
+        for i, cell in enumerate(cells):
+            log.info("sweep cell %d/%d: %s", i + 1, len(cells), cell.name)
+            write_run_files(cell.recipe, path, overrides, sweep_cell=cell.name)
+            entry = info["cells"].setdefault(cell.name, {"seed": cell.seed, "values": cell.values, "reused": {}})
+            if not (fresh or dry_run):
+                entry["reused"].update(reuse_finished(cell, cells[:i]))
+                write_json_atomic(info_path, info)  # a kill mid-cell keeps the record of what was copied
+            cell_start = time.perf_counter()
+            ran = run_jobs(cell.recipe, cell.recipe.jobs(), selected, fresh=fresh, dry_run=dry_run)
+            for folder, outcome in ran.items():  # a folder that ran here is no longer a copy
+                if outcome == "ran":
+                    entry["reused"].pop(folder, None)
+            entry["last_invocation_s"] = round(time.perf_counter() - cell_start, 1)
+            outcomes.update({f"{CELLS}/{cell.name}/{folder}": outcome for folder, outcome in ran.items()})
+            if not dry_run and "evaluate" in selected:
+                        write_report(cell.run_dir)
+            write_json_atomic(info_path, info)
+    finally:
+        shutdown()
+    _echo_report(recipe.run_path, selected, dry_run)
+    click.echo(f"sweep: {len(cells)} cells in {time.perf_counter() - start:.1f} s (this invocation)")
+    return outcomes
+
+
+def print_status(run_dir: Path) -> None:
+    recipe = load_run(run_dir)
+    if recipe.sweep is None:
+        for st in job_states(recipe.jobs(), run_dir):
+            click.echo(f"{st.job.folder:<32} {st.state}")
+        return
+    for cell in sweep_cells(recipe):
+        for st in job_states(cell.recipe.jobs(), run_dir / CELLS / cell.name):
+            click.echo(f"{CELLS}/{cell.name}/{st.job.folder:<32} {st.state}")

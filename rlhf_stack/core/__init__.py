@@ -1,0 +1,1 @@
+"""Core: stage-agnostic building blocks (errors, config base, artifacts, pipeline, models, ...). Imports nothing above it."""

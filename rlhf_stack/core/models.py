@@ -1,0 +1,116 @@
+"""Turns a recipe's model reference into a local Hugging Face folder.
+
+A reference is one of: a built-in name (`smollm2-135m-instruct`, `tiny-random-llama`), a local folder (relative to
+the recipe file or absolute), or a Hugging Face hub id (downloaded when the hub is reachable). Built-in models are
+built once into the cache (`RLHF_STACK_CACHE`, default `~/.cache/rlhf-stack`) under a file lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from rlhf_stack.core.config import StrictModel
+from rlhf_stack.core.errors import ModelError
+from rlhf_stack.core import smollm2, tiny_models
+
+BUILTIN_MODELS = ("smollm2-135m-instruct", "tiny-random-llama")
+_BUILD_VERSION = 1  # bump when a builder changes what it writes
+
+
+class ModelSpec(StrictModel):
+    source: str = Field(min_length=1)  # built-in name, local folder or hub id
+    seed: int = 0  # weights seed, for tiny-random-* models only
+    revision: str | None = None  # hub revision, for hub ids only
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value):
+        return {"source": value} if isinstance(value, str) else value
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("RLHF_STACK_CACHE") or Path.home() / ".cache" / "rlhf-stack")
+
+
+def looks_like_path(source: str) -> bool:
+    return source.startswith(("/", "./", "../", "~")) or source.count("/") > 1
+
+
+def local_path(spec: ModelSpec, base_dir: Path) -> Path | None:
+    """The folder a non-built-in reference names, if it exists on disk."""
+    path = Path(spec.source).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    return path if path.exists() else None
+
+
+def check_model(spec: ModelSpec, base_dir: Path) -> str | None:
+    """Why the reference cannot work, found without loading anything; None when it looks usable."""
+    if spec.source in BUILTIN_MODELS:
+        return None
+    path = local_path(spec, base_dir)
+    if path is not None:
+        return None if (path / "config.json").exists() else f"{path} has no config.json: not a Hugging Face model folder"
+    if looks_like_path(spec.source):
+        return f"model folder {base_dir / Path(spec.source).expanduser()} does not exist"
+    return None  # a hub id: checked when it is resolved
+
+
+def resolve_model(spec: ModelSpec, base_dir: Path) -> Path:
+    """A local folder holding the model, building or downloading it first when needed."""
+    if spec.source in BUILTIN_MODELS:
+        return _cached_build(spec)
+    problem = check_model(spec, base_dir)
+    if problem:
+        raise ModelError(problem)
+    path = local_path(spec, base_dir)
+    if path is not None:
+        return path
+    return _download(spec)
+
+
+def _cached_build(spec: ModelSpec) -> Path:
+    suffix = f"-seed{spec.seed}" if spec.source.startswith("tiny-random-") else ""
+    target = cache_root() / "models" / f"{spec.source}{suffix}-v{_BUILD_VERSION}"
+    if (target / "config.json").exists():
+        return target
+    with _lock(target.with_suffix(".lock")):
+        if (target / "config.json").exists():
+            return target
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        if spec.source == "smollm2-135m-instruct":
+            smollm2.build(tmp)
+        else:
+            tiny_models.build(spec.source, tmp, seed=spec.seed)
+        tmp.rename(target)
+    return target
+
+
+def _download(spec: ModelSpec) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(spec.source, revision=spec.revision))
+    except Exception as e:  # offline, unknown repo, gated model: all end the same way for the user
+        raise ModelError(
+            f"model {spec.source!r} is neither a built-in name ({', '.join(BUILTIN_MODELS)}), nor a local folder, "
+            f"nor downloadable from the Hugging Face hub ({type(e).__name__}: {e}). "
+            "Download it on a connected machine and set the model's source to that folder."
+        ) from e
+
+
+@contextmanager
+def _lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
