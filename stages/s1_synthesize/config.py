@@ -78,7 +78,7 @@ class SynthesizeConfig(StrictModel):
     teacher_top_logprobs: int = Field(20, ge=0)  # top-k logprobs kept per y_T token for the KL term; 0 = none
     drop_position_flips: bool = True  # drop pairs whose winner changes with the presentation order
     tie_tolerance: float = Field(0.0, ge=0)  # averaged score gaps at or below this are ties (always dropped)
-    min_score_gap: float = Field(0.0, ge=0)  # drop pairs whose averaged gap is smaller
+    min_score_gap: float = Field(0.0, ge=0)  # keep pairs whose averaged gap is larger (strictly)
     rmboost: bool = False  # also make RMBoost baseline pairs (the teacher rewrites y_T better or worse)
 
     def model_aliases(self) -> dict[str, str]:

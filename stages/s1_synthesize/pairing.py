@@ -48,7 +48,8 @@ def decide(a_first: tuple[float, float], b_first: tuple[float, float], *, drop_p
         b_first: scores (b, a) with b shown as Assistant 1.
         drop_position_flips: drop the pair when the two orders prefer different sides.
         tie_tolerance: averaged gaps at or below this are ties.
-        min_score_gap: averaged gaps below this are too small to train on.
+        min_score_gap: averaged gaps at or below this are too small to train on (strict, as METHOD.md §16 and the
+            reference filter_score.py: keep s_w - s_l > min_score_gap; averaged scores fall on a 0.5 grid).
 
     Returns:
         The averaged scores, the consistency, and the drop reason ("position_flip", "tie", "small_gap") or None.
@@ -64,7 +65,7 @@ def decide(a_first: tuple[float, float], b_first: tuple[float, float], *, drop_p
         reason = "position_flip"
     elif gap <= tie_tolerance:
         reason = "tie"
-    elif gap < min_score_gap:
+    elif gap <= min_score_gap:
         reason = "small_gap"
     return PairDecision(score_a, score_b, consistent, reason)
 

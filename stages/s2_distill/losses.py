@@ -96,10 +96,14 @@ def kl_topk_loss(logits: Tensor, topk_ids: Tensor, topk_logprobs: Tensor, seq: T
     the k tokens (the tail was not stored). The student's log-probabilities are over its whole vocabulary, so
     the term is >= 0 and 0 only when the student puts exactly the teacher's renormalized mass on those k tokens.
 
+    An entry whose logprob is -inf (a position where the engine returned fewer than k alternatives) or whose id
+    is outside the student's vocabulary (a token only the teacher has) is masked: it has no mass and adds nothing,
+    so 0 * (-inf) never turns the sum into NaN. A position with no usable entry adds 0.
+
     Args:
         logits: student logits at the positions that predict each y_T token, [t, V].
         topk_ids: the teacher's top-k token ids at each of those positions, [t, k].
-        topk_logprobs: the teacher's logprobs of those tokens at temperature 1, [t, k].
+        topk_logprobs: the teacher's logprobs of those tokens at temperature 1, [t, k]; -inf marks padding.
         seq: sequence index of each position, [t].
         num_seqs: number of y_T sequences.
         temperature: T > 0.
@@ -107,7 +111,11 @@ def kl_topk_loss(logits: Tensor, topk_ids: Tensor, topk_logprobs: Tensor, seq: T
     if topk_ids.shape != topk_logprobs.shape or topk_ids.shape[0] != logits.shape[0]:
         raise ValueError(f"top-k shapes {tuple(topk_ids.shape)}, {tuple(topk_logprobs.shape)} do not match "
                          f"logits {tuple(logits.shape)}")
-    teacher = (topk_logprobs.float() / temperature).log_softmax(-1)  # [t, k]
-    student = (logits.float() / temperature).log_softmax(-1).gather(-1, topk_ids.long())  # [t, k]
-    kl = (teacher.exp() * (teacher - student)).sum(-1)  # [t]
+    usable = torch.isfinite(topk_logprobs) & (topk_ids >= 0) & (topk_ids < logits.shape[-1])  # [t, k]
+    teacher = (topk_logprobs.float() / temperature).masked_fill(~usable, float("-inf")).log_softmax(-1)  # [t, k]
+    student = (logits.float() / temperature).log_softmax(-1).gather(-1, torch.where(usable, topk_ids, 0).long())
+    # Masked entries are zeroed on both factors, so neither the value nor the gradient sees a -inf or NaN.
+    p_teacher = torch.where(usable, teacher.exp(), 0.0)  # [t, k]
+    log_ratio = torch.where(usable, teacher - student, 0.0)  # [t, k]
+    kl = (p_teacher * log_ratio).sum(-1)  # [t]
     return temperature**2 * per_sequence_mean(kl, seq, num_seqs)

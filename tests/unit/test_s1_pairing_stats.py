@@ -40,7 +40,13 @@ def test_ties_and_small_gaps_are_dropped():
     assert decide((6, 6), (6, 6), **RULES).reason == "tie"
     assert decide((7, 6), (6, 6), **{**RULES, "tie_tolerance": 0.5}).reason == "tie"  # gap 0.5
     assert decide((7, 6), (6, 7), **{**RULES, "min_score_gap": 1.5}).reason == "small_gap"  # gap 1
-    assert decide((7, 6), (6, 7), **{**RULES, "min_score_gap": 1.0}).reason is None
+    assert decide((7, 6), (6, 7), **{**RULES, "min_score_gap": 0.5}).reason is None
+
+
+def test_the_gap_filter_is_strict():
+    # METHOD.md §16 keeps s_w - s_l > 1; averaged scores fall on a 0.5 grid, so a gap of exactly 1 is common.
+    assert decide((7, 6), (6, 7), **{**RULES, "min_score_gap": 1.0}).reason == "small_gap"  # gap 1: dropped
+    assert decide((8, 6), (6, 7), **{**RULES, "min_score_gap": 1.0}).reason is None  # gap 1.5: kept
 
 
 def test_a_tie_in_one_order_is_inconsistent_but_not_a_flip():

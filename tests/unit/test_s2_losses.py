@@ -109,3 +109,19 @@ def test_kl_topk_is_zero_when_the_student_matches_and_positive_otherwise():
 def test_kl_topk_checks_shapes():
     with pytest.raises(ValueError, match="do not match"):
         kl_topk_loss(T([[0.0, 0.0]]), T([[0, 1], [1, 0]]), T([[0.0, 0.0], [0.0, 0.0]]), T([0]), 1, 1.0)
+
+
+def test_kl_topk_masks_padding_and_teacher_only_ids():
+    # Position 0 had only two alternatives: its third entry is padding (-inf). Position 1 names token 7, which the
+    # 3-token student does not have. Both rows reduce to the two-token case of test_kl_topk_at_temperature_1:
+    # teacher [2/3, 1/3] against a uniform student, KL = 2/3 ln 2 each, so the mean is 2/3 ln 2.
+    logits = T([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    ids = T([[0, 1, 0], [0, 1, 7]])
+    logprobs = T([[math.log(0.5), math.log(0.25), -math.inf], [math.log(0.5), math.log(0.25), math.log(0.2)]])
+    loss = kl_topk_loss(logits, ids, logprobs, T([0, 1]), 2, 1.0)
+    assert loss.item() == pytest.approx(2 / 3 * LN2, abs=1e-6)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+    # A position with no usable entry at all adds nothing (and no NaN).
+    empty = kl_topk_loss(T([[0.0, 0.0, 0.0]]), T([[0, 1]]), T([[-math.inf, -math.inf]]), T([0]), 1, 1.0)
+    assert empty.item() == 0.0
