@@ -7,7 +7,9 @@ variable `api_key_env` names; it goes into the Authorization header and nowhere 
 
 Servers give text, not token ids: completions carry `token_ids=()` and logprob entries carry `token_id=None`.
 `top_k`, `min_p` and `regex` are vLLM extensions of the API and are sent only when set (a vLLM server honours
-them; others may refuse them).
+them; others may refuse them). So is `chat_template_kwargs: {enable_thinking: false}`, sent only when the model's
+local tokenizer shows a template that reads it (Qwen3 style), so the server renders prompts as
+`rlhf_stack.core.chat` does.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from ray_cluster.engine_config import EngineConfig
 from ray_cluster.generation.rendering import render, request_seed, too_long
 from ray_cluster.generation.types import Completion, GenerationRequest, GenerationResult, TokenLogprob
+from rlhf_stack.core.chat import THINKING_OFF, has_thinking_switch
 from rlhf_stack.core.errors import EngineError
 
 log = logging.getLogger("rlhf_stack")
@@ -54,6 +57,7 @@ class OpenAIBackend:
             from transformers import AutoTokenizer
 
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.thinking_switch = self.tokenizer is not None and has_thinking_switch(self.tokenizer)
         self.retries = 0  # retried HTTP attempts, over the backend's life
 
     def generate(
@@ -150,6 +154,8 @@ class OpenAIBackend:
             body["min_p"] = s.min_p
         if s.regex is not None:
             body["structured_outputs"] = {"regex": s.regex}
+        if self.thinking_switch:
+            body["chat_template_kwargs"] = dict(THINKING_OFF)
         return body
 
 

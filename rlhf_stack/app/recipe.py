@@ -27,7 +27,8 @@ import stages
 from rlhf_stack.app.sweep_config import CELLS, GENERATION_CACHE, SweepConfig
 from rlhf_stack.core.config import StrictModel, did_you_mean, problems_from_validation
 from rlhf_stack.core.errors import Problem, RecipeError
-from rlhf_stack.core.models import ModelSpec, check_model
+from rlhf_stack.core.chat import has_thinking_switch, thinking_problem
+from rlhf_stack.core.models import ModelSpec, check_model, tokenizer_on_disk
 from rlhf_stack.core.pipeline import Job
 from rlhf_stack.core.prompts import load_prompts
 from rlhf_stack.core.sections import ClusterConfig, DataConfig
@@ -130,6 +131,8 @@ def recipe_from_raw(raw: dict, source: str, base_dir: Path, model: type[RecipeBa
         raise RecipeError(source, problems_from_validation(e, model)) from e
     recipe._base_dir = base_dir
     problems = cross_section_problems(recipe) + file_problems(recipe)
+    if not problems:
+        problems = template_problems(recipe)
     if problems:
         raise RecipeError(source, problems)
     return recipe
@@ -189,6 +192,34 @@ def file_problems(recipe: RecipeBase) -> list[Problem]:
                                 "paths are relative to the recipe file"))
     else:
         problems.extend(load_prompts(prompts)[1])
+    return problems
+
+
+def template_problems(recipe: RecipeBase) -> list[Problem]:
+    """Chat templates that would make a model reason before answering, for every model already on this machine.
+
+    Every prompt is rendered with thinking off (`rlhf_stack.core.chat`); a template that opens a reasoning block
+    anyway is refused, and so is a Qwen3-style policy under OpenRLHF, which renders PPO prompts with the template's
+    default (thinking on) while the reward model was trained on prompts with thinking off. Models not on disk yet
+    (hub ids outside the cache) are checked by the stages that load them.
+    """
+    problems = []
+    ppo = getattr(recipe, "ppo", None)
+    openrlhf_policy = ppo.policy if ppo is not None and getattr(ppo, "backend", None) == "openrlhf" else None
+    for alias, spec in recipe.models.items():
+        tok = tokenizer_on_disk(spec, recipe.base_dir)
+        if tok is None or tok.chat_template is None:
+            continue
+        why = thinking_problem(tok)
+        if why:
+            problems.append(Problem(f"models.{alias}", why, "use a model (or chat template) whose reasoning can be "
+                                    "turned off with enable_thinking=False"))
+        elif alias == openrlhf_policy and has_thinking_switch(tok):
+            problems.append(Problem(
+                "ppo.policy", f"{alias!r} has a Qwen3-style chat template (thinking on unless enable_thinking=False), "
+                "and OpenRLHF renders PPO prompts with the template's default, so the policy would reason first and "
+                "the reward model would see prompts unlike its training data", "use ppo.backend: local, or a "
+                "policy whose template does not turn thinking on"))
     return problems
 
 

@@ -8,10 +8,12 @@ built once into the cache (`RLHF_STACK_CACHE`, default `~/.cache/rlhf-stack`) un
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, model_validator
 
@@ -61,6 +63,41 @@ def check_model(spec: ModelSpec, base_dir: Path) -> str | None:
     return None  # a hub id: checked when it is resolved
 
 
+def folder_on_disk(spec: ModelSpec, base_dir: Path) -> Path | None:
+    """The model's folder if it is on this machine already (built, local, or in the hub cache), else None.
+
+    Nothing is built or downloaded: `validate` uses it to check what it can without the network.
+    """
+    if spec.source in BUILTIN_MODELS:
+        target = _build_target(spec)
+        return target if (target / "config.json").exists() else None
+    path = local_path(spec, base_dir)
+    if path is not None or looks_like_path(spec.source):
+        return path if path is not None and (path / "config.json").exists() else None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(spec.source, revision=spec.revision, local_files_only=True))
+    except Exception:  # not in the hub cache (or no such repo): checked when the stage resolves it
+        return None
+
+
+def tokenizer_on_disk(spec: ModelSpec, base_dir: Path) -> Any | None:
+    """The model's tokenizer if its folder is on this machine and holds one, else None (see `folder_on_disk`)."""
+    folder = folder_on_disk(spec, base_dir)
+    return None if folder is None else _load_tokenizer(str(folder))
+
+
+@functools.lru_cache(maxsize=32)
+def _load_tokenizer(folder: str) -> Any | None:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError):  # no tokenizer files: the stage that needs one reports it
+        return None
+
+
 def resolve_model(spec: ModelSpec, base_dir: Path) -> Path:
     """A local folder holding the model, building or downloading it first when needed."""
     if spec.source in BUILTIN_MODELS:
@@ -74,9 +111,13 @@ def resolve_model(spec: ModelSpec, base_dir: Path) -> Path:
     return _download(spec)
 
 
-def _cached_build(spec: ModelSpec) -> Path:
+def _build_target(spec: ModelSpec) -> Path:
     suffix = f"-seed{spec.seed}" if spec.source.startswith("tiny-random-") else ""
-    target = cache_root() / "models" / f"{spec.source}{suffix}-v{_BUILD_VERSION}"
+    return cache_root() / "models" / f"{spec.source}{suffix}-v{_BUILD_VERSION}"
+
+
+def _cached_build(spec: ModelSpec) -> Path:
+    target = _build_target(spec)
     if (target / "config.json").exists():
         return target
     with _lock(target.with_suffix(".lock")):
