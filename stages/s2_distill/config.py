@@ -8,7 +8,9 @@ from pydantic import Field, model_validator
 
 from rlhf_stack.core.config import StrictModel
 from rlhf_stack.core.errors import Problem
+from rlhf_stack.core.models import tokenizer_on_disk
 from rlhf_stack.core.recipe_view import RecipeView
+from stages.s2_distill.tokenizers import kl_tokenizer_problem
 
 
 # Which margins each pair type has: the initial pair carries the teacher's raw pairwise scores, the refined pair
@@ -103,7 +105,28 @@ class DistillConfig(StrictModel):
                     f"{variant.kl_weight} needs the teacher's top-k logprobs, but synthesize.teacher_top_logprobs is 0",
                     "set synthesize.teacher_top_logprobs (e.g. 20) or kl_weight: 0",
                 ))
+        kl_variants = [name for name, variant in self.variants.items() if variant.kl_weight > 0]
+        if kl_variants and synthesize is not None:
+            problems.extend(self._kl_tokenizer_problems(recipe, synthesize.teacher, kl_variants[0]))
         return problems
+
+    def _kl_tokenizer_problems(self, recipe: RecipeView, teacher: str, variant: str) -> list[Problem]:
+        """The KL term's vocabulary rule, when both tokenizers are on this machine already (the stage checks it
+        again, with sample teacher answers, before training)."""
+        specs = recipe.models.get(self.base_model), recipe.models.get(teacher)
+        if None in specs:
+            return []  # an unknown alias is reported by the alias check
+        student, teacher_tok = (tokenizer_on_disk(spec, recipe.base_dir) for spec in specs)
+        if student is None or teacher_tok is None:
+            return []
+        why = kl_tokenizer_problem(student, teacher_tok, [])
+        if why is None:
+            return []
+        return [Problem(f"distill.variants.{variant}.kl_weight",
+                        f"the KL term needs the teacher's tokenizer ({teacher!r}) to extend the student's "
+                        f"({self.base_model!r}), but {why}",
+                        "set kl_weight: 0 (the SFT term on the teacher's answers still works) or use a student that "
+                        "shares the teacher's tokenizer")]
 
     def _local_resource_problems(self, recipe: RecipeView) -> list[Problem]:
         cluster = recipe.cluster

@@ -51,7 +51,8 @@ class EncodeStats:
     dropped_too_long: int = 0  # the response alone does not fit max_length_tokens
     truncated_pairs: int = 0  # prompt shortened from the left
     truncated_answers: int = 0  # y_T rows shortened (prompt from the left, then the answer's end)
-    pairs_without_answer: int = 0  # no usable y_T (none, empty, or without top-k when the KL term needs it)
+    # no usable y_T: none, empty, without top-k when the KL term needs it, or holding a teacher-only token
+    pairs_without_answer: int = 0
     lengths: list[int] = field(default_factory=list)  # tokens of every kept chosen and rejected sequence
 
     def summary(self) -> dict[str, Any]:
@@ -98,7 +99,8 @@ def encode_answer(tokenizer: Any, prompt_ids: list[int], answer: TeacherAnswer, 
                   record_id: str, topk: TopkReader | None) -> tuple[AnswerRow, bool] | None:
     """A y_T row (with top-k when `topk` is given); the bool says it was cut.
 
-    None for an empty answer, or one without stored top-k when `topk` is given.
+    None for an empty answer, or (when `topk` is given) one without stored top-k or with a token id outside the
+    student's vocabulary. Top-k alternatives outside it are masked (logprob -inf).
     """
     ids = answer_ids(tokenizer, answer, use_teacher_ids=topk is not None)
     if not ids:
@@ -112,6 +114,10 @@ def encode_answer(tokenizer: Any, prompt_ids: list[int], answer: TeacherAnswer, 
         if topk_ids.shape[0] != len(ids):
             raise ArtifactError(f"record {record_id}: the teacher answer has {len(ids)} tokens but its top-k file "
                                 f"holds {topk_ids.shape[0]} rows; the synthesis artifact is inconsistent")
+        if max(ids) >= len(tokenizer):  # the answer holds a token only the teacher's (extended) vocabulary has
+            return None
+        # Alternatives only the teacher has carry no student probability: masked like positions without k entries.
+        topk_lp = np.where(topk_ids < len(tokenizer), topk_lp, -np.inf).astype(np.float32)
     keep_answer = min(len(ids), max_length - 1)  # the regularizer may lose the answer's end, not all its prompt
     fitted = fit_sequence(prompt_ids, ids[:keep_answer], max_length)
     if fitted is None:  # cannot happen: keep_answer < max_length

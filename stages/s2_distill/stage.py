@@ -18,7 +18,7 @@ from stages.s2_distill.config import DistillConfig, VariantConfig
 from stages.s2_distill.pairs import read_records
 from stages.s2_distill.prepare import PAIR_TYPES, prepare_data
 from stages.s2_distill.settings import TrainSettings
-from stages.s2_distill.tokenizers import load_student_tokenizer, tokenizer_mismatch
+from stages.s2_distill.tokenizers import kl_tokenizer_problem, load_student_tokenizer, tokenizer_mismatch
 from stages.s2_distill.launch import run_training
 
 
@@ -82,17 +82,18 @@ def _final_metrics(final: dict[str, Any], vcfg: VariantConfig) -> dict[str, Any]
 
 
 def _check_teacher_tokenizer(ctx: JobContext, tokenizer: Any, records: list[PreferenceRecord], variant: str) -> None:
-    """The KL term compares token distributions, so the teacher must tokenize exactly as the student does."""
+    """The KL term reads the teacher's token ids as the student's: the teacher's vocabulary must extend the
+    student's with the same ids, and sample answers must tokenize identically."""
     from transformers import AutoTokenizer
 
     alias = ctx.recipe.section("synthesize").teacher
     teacher = AutoTokenizer.from_pretrained(ctx.model(alias))
     texts = [r.teacher_answer.text for r in records if r.teacher_answer is not None][:TOKENIZER_SAMPLE]
-    why = tokenizer_mismatch(tokenizer, teacher, texts)
+    why = kl_tokenizer_problem(tokenizer, teacher, texts)
     if why:
         raise RecipeError("distill", [Problem(
             f"distill.variants.{variant}.kl_weight",
-            f"the KL term needs the teacher's tokenizer ({alias!r}) to equal the student's "
+            f"the KL term needs the teacher's tokenizer ({alias!r}) to extend the student's "
             f"({ctx.recipe.section('distill').base_model!r}), but {why}",
             "set kl_weight: 0 (the SFT term on the teacher's answers still works) or use a student that shares "
             "the teacher's tokenizer")])

@@ -1,4 +1,4 @@
-"""The student's tokenizer: a pad token distinct from EOS, and identity checks against other tokenizers.
+"""The student's tokenizer: a pad token distinct from EOS, and checks against the teacher's and the policy's.
 
 With pad == EOS, transformers' sequence classifiers read the reward at the last non-pad token (the token before
 EOS) while OpenRLHF reads it at the last attended position (EOS), so the two disagree (DESIGN.md §5).
@@ -38,6 +38,33 @@ def _spare_pad_token(tok: Any, model_dir: Path) -> str:
         f"{model_dir}: the pad token equals EOS ({tok.eos_token!r}) and the tokenizer has no other special token "
         "to pad with. Add a pad token to the base model's tokenizer (and resize its embeddings) before distilling"
     )
+
+
+def kl_tokenizer_problem(student: Any, teacher: Any, sample_texts: list[str]) -> str | None:
+    """Why the teacher's top-k token ids cannot be read as the student's, or None when they can.
+
+    The teacher may extend the student's vocabulary (Qwen3 adds four tokens, ids 151665-151668, to Qwen2.5's
+    151,665): every student token must keep its id, and tokens only the teacher has must come after the student's
+    ids. Those extra tokens are masked out of the KL term (encode.py). Both must end answers with the same EOS id
+    and tokenize each sample text (teacher answers y_T) identically.
+    """
+    a, b = student.get_vocab(), teacher.get_vocab()
+    missing = [t for t in a if t not in b]
+    moved = [t for t in a if t in b and a[t] != b[t]]
+    inside = sorted(b[t] for t in b.keys() - a.keys() if b[t] < len(student))
+    if missing or moved or inside:
+        return (f"the teacher's vocabulary does not extend the student's ({len(a)} vs {len(b)} entries; "
+                f"{len(missing)} student token(s) missing from the teacher, e.g. {missing[:3]}; {len(moved)} with "
+                f"another id, e.g. {moved[:3]}; {len(inside)} teacher-only token(s) at ids the student uses, "
+                f"e.g. {inside[:3]})")
+    if student.eos_token_id != teacher.eos_token_id:
+        return f"EOS ids differ ({student.eos_token_id} vs {teacher.eos_token_id})"
+    for text in sample_texts:
+        ids_a = student(text, add_special_tokens=False)["input_ids"]
+        ids_b = teacher(text, add_special_tokens=False)["input_ids"]
+        if ids_a != ids_b:
+            return f"the same text tokenizes differently: {text[:40]!r} -> {ids_a[:8]}... vs {ids_b[:8]}..."
+    return None
 
 
 def tokenizer_mismatch(student: Any, other: Any, sample_texts: list[str]) -> str | None:

@@ -1,20 +1,23 @@
 """Training sequences on the tiny tokenizer: rendered as PPO presents them, truncated from the prompt's left, y_T rows
-aligned with the teacher's top-k, and the student tokenizer's pad token distinct from EOS."""
+aligned with the teacher's top-k, the student tokenizer's pad token distinct from EOS, and the teacher vocabularies
+the KL term accepts."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
 import pytest
-from transformers import AutoTokenizer
+from tokenizers import Tokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from rlhf_stack.core import chat
 from rlhf_stack.core.errors import ArtifactError, ModelError
 from rlhf_stack.core.records import TeacherAnswer
-from stages.s2_distill.encode import encode_answers, encode_pairs, fit_sequence
+from stages.s2_distill.encode import encode_answer, encode_answers, encode_pairs, fit_sequence
 from stages.s2_distill.pairs import PairText
-from stages.s2_distill.tokenizers import load_student_tokenizer, tokenizer_mismatch
+from stages.s2_distill.tokenizers import kl_tokenizer_problem, load_student_tokenizer, tokenizer_mismatch
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +114,38 @@ def test_tokenizer_mismatch(tok, tiny_model):
     other.add_tokens(["<new_token>"])
     why = tokenizer_mismatch(tok, other, [])
     assert "vocabularies differ (2048 vs 2049 entries; 0 only in the student, 1 only" in why
+
+
+
+def test_a_teacher_vocabulary_that_extends_the_students_is_accepted_for_kl(tok, tiny_model):
+    # The tiny tokenizer plus four tokens after its last id, as Qwen3's extends Qwen2.5's (ids 151665-151668).
+    teacher = AutoTokenizer.from_pretrained(tiny_model)
+    teacher.add_tokens(["<think>", "</think>", "<tool_call>", "</tool_call>"])
+    assert len(teacher) == len(tok) + 4 and teacher.convert_tokens_to_ids("<think>") == len(tok)
+    samples = ["The teacher's careful answer.", "A list holds items in order."]
+    assert kl_tokenizer_problem(tok, teacher, samples) is None
+    assert tokenizer_mismatch(tok, teacher, samples) is not None  # PPO's policy<->RM rule stays exact
+
+
+def test_a_teacher_vocabulary_with_moved_ids_is_refused(tok):
+    data = json.loads(tok.backend_tokenizer.to_str())
+    vocab = data["model"]["vocab"]
+    vocab["the"], vocab["and"] = vocab["and"], vocab["the"]  # two tokens swap ids
+    swapped = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(data)),
+                                      eos_token=tok.eos_token, pad_token=tok.pad_token)
+    why = kl_tokenizer_problem(tok, swapped, [])
+    assert why is not None and "2 with another id" in why
+
+
+def test_teacher_only_alternatives_are_masked_and_answers_using_them_dropped(tok):
+    ans, (ids, logprobs) = answer(tok, "A short answer.", k=2)
+    ids[0] = [len(tok) + 1, 5]  # the first position's best alternative is a teacher-only token
+    row, _ = encode_answer_row(tok, ans, (ids, logprobs))
+    assert np.isneginf(row.topk_logprobs[0, 0]) and row.topk_logprobs[0, 1] == -1.0
+    thinking = TeacherAnswer(text="x", token_ids=[len(tok), tok.eos_token_id], finish_reason="stop", topk_file="t")
+    assert encode_answer_row(tok, thinking, (np.zeros((2, 2), np.int32), np.zeros((2, 2), np.float32))) is None
+
+
+def encode_answer_row(tok, ans, topk):
+    prompt = chat.prompt_ids(tok, chat.user_messages("Q?"))
+    return encode_answer(tok, prompt, ans, 256, "r", lambda rid, a: topk)

@@ -100,3 +100,29 @@ def test_local_ray_must_fit_the_ranks(tmp_path):
     with pytest.raises(RecipeError, match=r"distill.num_processes: 2 ranks need 4 CPUs, but cluster.num_cpus is 2"):
         load_recipe(path, ["cluster.num_cpus=2"])
     assert load_recipe(path, ["cluster.num_cpus=4"]).distill.num_processes == 2
+
+
+def test_validate_checks_the_kl_vocabularies_it_has_on_disk(tmp_path, tiny_model):
+    import json
+    import shutil
+
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    extended, swapped = tmp_path / "extended", tmp_path / "swapped"
+    for folder in (extended, swapped):
+        shutil.copytree(tiny_model, folder)
+    tok = AutoTokenizer.from_pretrained(extended)
+    tok.add_tokens(["<think>", "</think>", "<tool_call>", "</tool_call>"])  # as Qwen3 extends Qwen2.5
+    tok.save_pretrained(extended)
+    data = json.loads(AutoTokenizer.from_pretrained(swapped).backend_tokenizer.to_str())
+    vocab = data["model"]["vocab"]
+    vocab["the"], vocab["and"] = vocab["and"], vocab["the"]
+    PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(data)), eos_token="<|im_end|>",
+                            pad_token="<|pad|>").save_pretrained(swapped)
+    spec = ("  variants:\n"
+            "    v: {pairs: refined, margin: calibrated, objective: margin_mse, sft_weight: 0, kl_weight: 0.5}")
+    path = recipe_file(tmp_path, spec)
+    assert load_recipe(path, [f"models.teacher={extended}"]).distill.variants["v"].kl_weight == 0.5
+    with pytest.raises(RecipeError, match=r"distill.variants.v.kl_weight: .*does not extend the student's"):
+        load_recipe(path, [f"models.teacher={swapped}"])
