@@ -1,5 +1,11 @@
 """Reading benchmark data: a hub dataset, a local file or folder in the same schema, or a built-in stand-in.
 
+A hub dataset is downloaded as files (`snapshot_download`) and read by the same code as a local folder, so a test on
+a local copy of the official files covers the hub path too. A folder's split is chosen by file name as the hub
+names split files (`<split>-00000-of-00001.parquet`, `<split>.jsonl`, or a `<split>/` folder); a folder with no such
+names is read whole. Every row remembers its file's name and its position there (`_file`, `_row`): RM-Bench's
+per-domain files carry their domain only in their name, and errors name the file and row.
+
 The benchmarks' data is not shipped by any package and the hub may be unreachable, so a recipe says where the data
 is. `smoke` names the small sets in `stages/s4_evaluate/data/`, written by this project in the official schemas to
 exercise the code on a laptop; their numbers say nothing about a model and the report labels them so.
@@ -27,13 +33,14 @@ class DataSource(StrictModel):
     source: str = Field(min_length=1)  # "smoke", a local file or folder (relative to the recipe), or a hub dataset id
     split: str | None = None  # hub datasets: default is the benchmark's official split
     subset: str | None = None  # hub dataset configuration name
-    file: str | None = None  # hub: read this file of the dataset repository instead of load_dataset
+    file: str | None = None  # hub: read only this file of the dataset repository (e.g. total_dataset.json)
     revision: str | None = None  # hub revision
     max_items: int | None = Field(None, ge=1)  # CPU budget: keep this many, round-robin over subsets (reported)
 
 
 DATA_DIR = Path(__file__).parent / "data"
 SUFFIXES = (".json", ".jsonl", ".parquet")
+FILE_KEY, ROW_KEY = "_file", "_row"  # added to every row read from a file: where it came from
 # benchmark -> (hub dataset id, official split, built-in stand-in file)
 BENCHMARKS = {
     "rewardbench": ("allenai/reward-bench", "filtered", "rewardbench_smoke.jsonl"),
@@ -86,6 +93,20 @@ def data_files(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
 
 
+def split_files(files: list[Path], split: str, root: Path) -> list[Path]:
+    """The files of one split, named as hub datasets name them; every file when none is named for a split."""
+    def named(f: Path) -> bool:
+        rel = f.relative_to(root) if f.is_relative_to(root) else Path(f.name)
+        return split in rel.parts[:-1] or f.name.startswith((f"{split}-", f"{split}.", f"{split}_"))
+    chosen = [f for f in files if named(f)]
+    return chosen or files
+
+
+def tagged_rows(path: Path) -> list[dict[str, Any]]:
+    """`read_rows` with each row's file name and position (0-based) under FILE_KEY and ROW_KEY."""
+    return [{**row, FILE_KEY: path.name, ROW_KEY: i} for i, row in enumerate(read_rows(path))]
+
+
 def source_files(src: DataSource, benchmark: str, base_dir: Path) -> tuple[Path, ...]:
     """Files whose content decides the data (their digests go into the job's hash)."""
     if src.source == SMOKE:
@@ -103,12 +124,12 @@ def load_source(src: DataSource, benchmark: str, key: str, base_dir: Path) -> Lo
     hub_id, official_split, smoke_file = BENCHMARKS[benchmark]
     path = local_path(src, base_dir)
     if src.source == SMOKE:
-        rows = read_rows(DATA_DIR / smoke_file)
+        rows = tagged_rows(DATA_DIR / smoke_file)
         description, stand_in = f"smoke-test stand-in ({smoke_file}, written by this project; not {hub_id})", True
     elif path is not None:
         if not path.exists():
             raise RecipeError(key, [Problem(f"{key}.source", f"{path} does not exist", "check the path")])
-        rows = [row for f in data_files(path) for row in read_rows(f)]
+        rows = folder_rows(path, src.split or official_split)
         description, stand_in = f"local copy {path}", False
     else:
         rows = _load_hub(src, official_split, key)
@@ -153,23 +174,39 @@ def round_robin(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
     return out
 
 
+def folder_rows(path: Path, split: str) -> list[dict[str, Any]]:
+    """Tagged rows of a file, or of a folder's files for `split` (see `split_files`), in a stable order."""
+    files = data_files(path)
+    if path.is_dir():
+        files = split_files(files, split, path)
+    return [row for f in files for row in tagged_rows(f)]
+
+
 def _load_hub(src: DataSource, official_split: str, key: str) -> list[dict[str, Any]]:
-    how = (f"download it on a connected machine, e.g. `datasets.load_dataset({src.source!r}, "
-           f"split={src.split or official_split!r}).to_json('data.jsonl')`, copy it here and set "
-           f"{key}.source to that file (or use 'smoke' for a smoke test)")
+    """The dataset's files downloaded, then read as a local folder; a named configuration goes through datasets."""
+    split = src.split or official_split
+    how = (f"download it on a connected machine, e.g. `huggingface-cli download --repo-type dataset {src.source} "
+           f"--local-dir data/{src.source.split('/')[-1]}`, copy it here and set {key}.source to that folder "
+           "(or use 'smoke' for a smoke test)")
     try:
         if src.file:
             from huggingface_hub import hf_hub_download
 
             local = hf_hub_download(src.source, src.file, repo_type="dataset", revision=src.revision)
-            return read_rows(Path(local))
-        import datasets
+            return tagged_rows(Path(local))
+        if src.subset:
+            import datasets
 
-        ds = datasets.load_dataset(src.source, src.subset, split=src.split or official_split, revision=src.revision)
-        return [dict(row) for row in ds]
+            ds = datasets.load_dataset(src.source, src.subset, split=split, revision=src.revision)
+            return [{**dict(row), ROW_KEY: i} for i, row in enumerate(ds)]
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(src.source, repo_type="dataset", revision=src.revision,
+                                        allow_patterns=[f"*{suffix}" for suffix in SUFFIXES]))
     except Exception as e:  # offline, unknown dataset, gated, script dataset: the same advice applies
         raise RecipeError(key, [Problem(f"{key}.source", f"cannot load {src.source!r} from the Hugging Face hub "
                                         f"({type(e).__name__}: {str(e)[:200]})", how)]) from e
+    return folder_rows(folder, split)
 
 
 def _looks_like_path(source: str) -> bool:

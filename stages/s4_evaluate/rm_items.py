@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlhf_stack.core.errors import Problem, RecipeError
+from stages.s4_evaluate.data_sources import FILE_KEY, ROW_KEY
+
+# RM-Bench's domains as upstream's total_dataset.json names them; its per-domain files are named after them
+# (data/chat_filtered.json, data/safety-refuse_filtered.json, ...) and carry no domain field.
+RM_BENCH_DOMAINS = ("chat", "code", "math", "safety-refuse", "safety-response")
 
 
 @dataclass(frozen=True)
@@ -37,10 +42,24 @@ def _rm_bench(row: dict[str, Any]) -> RMItem:
     chosen, rejected = tuple(row["chosen"]), tuple(row["rejected"])
     if len(chosen) != 3 or len(rejected) != 3:
         raise ValueError(f"needs 3 chosen and 3 rejected styles, got {len(chosen)} and {len(rejected)}")
-    domain = row.get("domain") or row.get("subset")  # the per-domain files name it `subset`
-    if not domain:
-        raise KeyError("domain")
+    domain = row.get("domain") or rm_bench_domain_of_file(row.get(FILE_KEY))
     return RMItem(str(row["id"]), str(domain), _prompt(row["prompt"]), chosen, rejected)
+
+
+def rm_bench_domain_of_file(name: str | None) -> str:
+    """The domain a per-domain RM-Bench file is named after: `safety-refuse_filtered.json` -> `safety-refuse`.
+
+    (Those files' `subset` field is the source set, e.g. alpacaeval or xstest-should-refuse, not the domain.)
+
+    Raises:
+        KeyError: the row has no `domain` and its file name starts with no RM-Bench domain.
+    """
+    stem = (name or "").split(".")[0]
+    for domain in sorted(RM_BENCH_DOMAINS, key=len, reverse=True):
+        if stem == domain or stem.startswith((f"{domain}_", f"{domain}-")):
+            return domain
+    raise KeyError(f"domain (the row has none, and its file {name!r} is not named after a domain: "
+                   f"{', '.join(RM_BENCH_DOMAINS)})")
 
 
 def _prompt(prompt: Any) -> str:
@@ -57,7 +76,8 @@ CONVERTERS: dict[str, Callable[[dict[str, Any]], RMItem]] = {
 SCHEMAS = {
     "rewardbench": "prompt, chosen, rejected, subset, id",
     "rewardbench2": "id, prompt, chosen (list), rejected (list), subset",
-    "rm_bench": "id, prompt, chosen (3 styles), rejected (3 styles), domain",
+    "rm_bench": "id, prompt, chosen (3 styles), rejected (3 styles), and domain (or a per-domain file name "
+                "such as chat_filtered.json)",
 }
 
 
@@ -68,7 +88,8 @@ def to_items(rows: list[dict[str, Any]], benchmark: str, key: str) -> list[RMIte
         try:
             items.append(CONVERTERS[benchmark](row))
         except (KeyError, TypeError, ValueError) as e:
-            bad.append(f"row {i}: {type(e).__name__} {e}")
+            where = f"{row[FILE_KEY]} row {row.get(ROW_KEY, i)}" if FILE_KEY in row else f"row {i}"
+            bad.append(f"{where}: {type(e).__name__} {e}")
     if bad:
         raise RecipeError(key, [Problem(f"{key}.source", f"{len(bad)} row(s) not in the {benchmark} schema "
                                         f"({'; '.join(bad[:3])})", f"rows need {SCHEMAS[benchmark]}")])

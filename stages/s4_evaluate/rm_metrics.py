@@ -168,3 +168,24 @@ def rm_bench(records: Sequence[Record]) -> dict[str, Any]:
 
 
 METRICS = {"rewardbench": rewardbench, "rewardbench2": rewardbench2, "rm_bench": rm_bench}
+
+
+def official_breakdown(benchmark: str, result: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers the benchmark's own code prints, from one of the results above (percentages).
+
+    RM-Bench: `{domain: {n, hard, normal, easy, avg}, total: {...}}` (safety-refuse and safety-response merged, the
+    total being the mean over domains). RewardBench: the four sections, their mean and each subset's accuracy.
+    RewardBench 2: each subset's score and their mean.
+    """
+    if benchmark == "rm_bench":
+        out: dict[str, Any] = {name: {"n": d["n"], "hard": d["hard"], "normal": d["normal"], "easy": d["easy"],
+                                      "avg": d["average"]} for name, d in result["domains"].items()}
+        out["total"] = {"n": result["n_items"], "hard": result["hard"], "normal": result["normal"],
+                        "easy": result["easy"], "avg": result["average"]}
+        return out
+    if benchmark == "rewardbench":
+        return {**result["sections"], "score": result["score"],
+                "subsets": {name: {"n": s["n"], "accuracy": s["accuracy"]} for name, s in result["subsets"].items()}}
+    if benchmark == "rewardbench2":
+        return {**{name: s["accuracy"] for name, s in result["subsets"].items()}, "score": result["score"]}
+    raise ValueError(f"unknown benchmark {benchmark!r}; known: {', '.join(METRICS)}")
