@@ -1,4 +1,4 @@
-"""The `rlhf-stack` command: run, validate, status, report, serve-rm, submit."""
+"""The `rlhf-stack` command: run, validate, status, report, serve-rm, score-rm, submit."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from rlhf_stack.app.submit import submit_recipe
 from rlhf_stack.core.errors import RlhfStackError
 from stages import STAGE_NAMES
 from stages.s3_ppo.serve_rm import serve
+from stages.s4_evaluate.score_rm import RM_BENCHMARKS, format_breakdown
+from stages.s4_evaluate.score_rm import score_rm as run_score_rm
 
 log = logging.getLogger("rlhf_stack")
 
@@ -91,6 +93,25 @@ def report(run_dir: Path) -> None:
 def serve_rm(checkpoint: Path, port: int, host: str, max_batch: int) -> None:
     """Serve a reward model over HTTP in OpenRLHF's remote-RM schema."""
     serve(checkpoint, host=host, port=port, max_batch=max_batch)
+
+
+@cli.command("score-rm")
+@click.argument("model")
+@click.option("--benchmark", required=True, type=click.Choice(RM_BENCHMARKS))
+@click.option("--data", required=True, help="Hub dataset id, or a local file or folder of the official files.")
+@click.option("--out", type=click.Path(path_type=Path), help="Write the breakdown as JSON (per-item rewards beside it).")
+@click.option("--split", help="Split to read (default: the benchmark's official one).")
+@click.option("--file", "file_", help="Read only this file of a hub dataset (e.g. total_dataset.json).")
+@click.option("--max-items", type=int, help="Score this many items, round-robin over subsets (a smoke test).")
+@click.option("--max-length", type=int, help="Longest sequence in tokens (default: the model's context).")
+@click.option("--tokens-per-batch", type=int, default=16384, show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float32"]), default="auto", show_default=True)
+def score_rm(model: str, benchmark: str, data: str, out: Path | None, split: str | None, file_: str | None,
+             max_items: int | None, max_length: int | None, tokens_per_batch: int, dtype: str) -> None:
+    """Score MODEL (a sequence-classification RM folder or hub id) on an RM benchmark, as its official code does."""
+    result = run_score_rm(model, benchmark, data, out=out, split=split, file=file_, max_items=max_items,
+                          max_length_tokens=max_length, tokens_per_batch=tokens_per_batch, dtype=dtype)
+    click.echo(format_breakdown(benchmark, result))
 
 
 @cli.command()

@@ -185,9 +185,9 @@ def folder_rows(path: Path, split: str) -> list[dict[str, Any]]:
 def _load_hub(src: DataSource, official_split: str, key: str) -> list[dict[str, Any]]:
     """The dataset's files downloaded, then read as a local folder; a named configuration goes through datasets."""
     split = src.split or official_split
-    how = (f"download it on a connected machine, e.g. `huggingface-cli download --repo-type dataset {src.source} "
-           f"--local-dir data/{src.source.split('/')[-1]}`, copy it here and set {key}.source to that folder "
-           "(or use 'smoke' for a smoke test)")
+    how = (f"download it on a connected machine, e.g. `huggingface-cli download {src.source} --repo-type dataset "
+           f"--local-dir DIR` (or `datasets.load_dataset({src.source!r}, split={split!r}).to_json('data.jsonl')`), "
+           f"copy it here and set {key}.source to that folder or file (or use 'smoke' for a smoke test)")
     try:
         if src.file:
             from huggingface_hub import hf_hub_download

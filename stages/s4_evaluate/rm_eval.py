@@ -11,11 +11,10 @@ from rlhf_stack.core.artifacts import write_json_atomic
 from rlhf_stack.core.pipeline import JobContext
 from rlhf_stack.core.records import write_jsonl
 from stages.s4_evaluate.config import RMBenchmarksConfig
-from stages.s4_evaluate.data_sources import load_source
-from stages.s4_evaluate.rm_items import to_items
-from stages.s4_evaluate.rm_metrics import METRICS
+from stages.s4_evaluate.rm_metrics import METRICS, official_breakdown
 from stages.s4_evaluate import ground_truth as gt
 from stages.s4_evaluate.rm_scorer import load_reward_model, score_items
+from stages.s4_evaluate.score_rm import load_benchmark
 
 log = logging.getLogger("rlhf_stack")
 RESULTS = "results.json"
@@ -36,8 +35,7 @@ def evaluate_reward_model(ctx: JobContext, name: str, model_dir: Path, origin: s
     data = {}
     for bench, src in cfg.sources().items():
         key = f"evaluate.rm_benchmarks.{bench}"
-        loaded = load_source(src, bench, key, ctx.recipe.base_dir)
-        data[bench] = (loaded, to_items(loaded.rows, bench, key))
+        data[bench] = load_benchmark(src, bench, key, ctx.recipe.base_dir)
     pairs = gt.read_pairs(ctx.input(gt.FOLDER)) if ctx.recipe.section("evaluate").ground_truth else None
     if ctx.dry_run:
         return {}
@@ -59,7 +57,9 @@ def evaluate_reward_model(ctx: JobContext, name: str, model_dir: Path, origin: s
     results: dict[str, Any] = {}
     for bench, (loaded, items) in data.items():
         records, truncated = scores(bench, items, f"{name}: {bench} rewards")
-        results[bench] = {**METRICS[bench](records), "data": loaded.description, "stand_in": loaded.stand_in,
+        metrics = METRICS[bench](records)
+        results[bench] = {**metrics, "breakdown": official_breakdown(bench, metrics), "data": loaded.description,
+                          "stand_in": loaded.stand_in,
                           "total_items": loaded.total_rows, "truncated_sequences": truncated,
                           "scores_file": scores_file(bench)}
     out: dict[str, Any] = {"kind": "reward_model", "name": name, "origin": origin, "benchmarks": results}
