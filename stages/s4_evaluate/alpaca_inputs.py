@@ -9,7 +9,7 @@ from typing import Any
 from rlhf_stack.core.errors import Problem, RecipeError
 from rlhf_stack.core.pipeline import JobContext
 from stages.s4_evaluate.alpacaeval import TEMPLATE_MEMBER, TEMPLATE_NAME, TEMPLATE_PACKAGE
-from stages.s4_evaluate.data_sources import load_source, read_rows
+from stages.s4_evaluate.data_sources import ROW_KEY, load_source, read_rows
 from stages.s4_evaluate.wheels import read_member
 
 KEY = "evaluate.alpaca_eval"
@@ -18,7 +18,7 @@ REFERENCE_FILE = "reference_outputs.json"
 
 @dataclass(frozen=True)
 class AlpacaInputs:
-    instructions: list[dict[str, Any]]  # {"instruction", "dataset"}
+    instructions: list[dict[str, Any]]  # {"instruction", "dataset", "index" (row in the file read, or None)}
     references: dict[str, dict[str, Any]]  # instruction -> {"output", "generator"}
     reference_name: str  # generator_1 in the annotations
     reference_source: str
@@ -70,8 +70,8 @@ def load_alpaca_inputs(ctx: JobContext) -> AlpacaInputs:
                                         f"generators {names[:5]}", "use one reference model's outputs")])
     template, template_name = judge_template(ctx)
     return AlpacaInputs(
-        instructions=[{"instruction": r["instruction"], "dataset": r.get("dataset")} for r in rows
-                      if r["instruction"] in references],
+        instructions=[{"instruction": r["instruction"], "dataset": r.get("dataset"), "index": r.get(ROW_KEY)}
+                      for r in rows if r["instruction"] in references],
         references=references, reference_name=names[0] if names else "reference", reference_source=source,
         data_description=loaded.description, stand_in=loaded.stand_in, total_instructions=loaded.total_rows,
         template=template, template_name=template_name,

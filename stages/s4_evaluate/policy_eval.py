@@ -23,7 +23,7 @@ from stages.s4_evaluate import alpacaeval as ae_rules
 from stages.s4_evaluate import ground_truth
 from stages.s4_evaluate import mt_bench as mt_rules
 from stages.s4_evaluate.alpaca_inputs import REFERENCE_FILE, AlpacaInputs, load_alpaca_inputs, load_instructions
-from stages.s4_evaluate.lc_winrate import GLM_NAME, is_extreme_change, length_controlled_win_rate
+from stages.s4_evaluate.lc_winrate import EVAL_SET_SIZE, gamed_file_path, is_extreme_change, length_adjusted
 from stages.s4_evaluate.request_log import Answer, RequestLog
 from ray_cluster.generation import open_backend
 
@@ -184,6 +184,13 @@ def _mt_judge_requests(ctx: JobContext, mt: mt_rules.MTBenchData,
     return out
 
 
+def _eval_set_index(ae: AlpacaInputs, row: dict[str, Any]) -> dict[str, int]:
+    """The instruction's row in AlpacaEval's eval set (the official LC looks difficulties up by it), when known."""
+    if ae.stand_in or ae.total_instructions != EVAL_SET_SIZE or row.get("index") is None:
+        return {}
+    return {"index": row["index"]}
+
+
 def _alpaca_results(ctx: JobContext, ae: AlpacaInputs, answers: dict[str, Answer], verdicts: dict[str, Answer],
                     name: str) -> dict[str, Any]:
     cfg = ctx.recipe.section("evaluate").alpaca_eval
@@ -214,22 +221,18 @@ def _alpaca_results(ctx: JobContext, ae: AlpacaInputs, answers: dict[str, Answer
         annotations.append({"instruction": instruction, "output_1": reference, "generator_1": ae.reference_name,
                             "output_2": answer.text, "generator_2": name, "preference": preference,
                             "annotator": judge_name, "is_switched_outputs": switched, "dataset": row["dataset"],
-                            "preferences_per_order": shown})
+                            "preferences_per_order": shown, **_eval_set_index(ae, row)})
     folder = ctx.out_dir / "alpaca_eval"
     write_json_atomic(folder / "model_outputs.json", outputs)
     write_json_atomic(folder / "annotations.json", annotations)
-    prefs = [a["preference"] for a in annotations]
-    rates = ae_rules.win_rate(prefs)
-    lc = length_controlled_win_rate([a["output_1"] for a in annotations], [a["output_2"] for a in annotations],
-                                    prefs)
+    rates = ae_rules.win_rate([a["preference"] for a in annotations])
+    gamed, why_not = (gamed_file_path(cfg.lc_gamed_file, ctx.recipe.resolve_path) if cfg.lc_gamed_file else
+                      (None, "no df_gamed.csv (set evaluate.alpaca_eval.lc_gamed_file to its path or to 'hub')"))
+    lc = length_adjusted(annotations, gamed, why_not)
     extreme = (rates["win_rate"] is not None and lc["length_controlled_winrate"] is not None
                and is_extreme_change(rates["win_rate"], lc["length_controlled_winrate"]))
     return {
-        **rates, "length_controlled_winrate": lc["length_controlled_winrate"],
-        "lc_standard_error": lc["lc_standard_error"], "lc_weights": lc["weights"], "lc_not_computed": lc["reason"],
-        "lc_glm": GLM_NAME, "lc_official": False, "lc_extreme_change": extreme,
-        "lc_note": "offline GLM without instruction difficulty and without regularization to length-gamed "
-                   "baselines (those inputs are only on the Hugging Face hub); not the official LC win rate",
+        **rates, **lc, "lc_extreme_change": extreme,
         "reference": ae.reference_name, "reference_source": ae.reference_source, "data": ae.data_description,
         "stand_in": ae.stand_in, "total_instructions": ae.total_instructions, "n_instructions": len(ae.instructions),
         "n_unanswered": unanswered, "n_unjudged": unjudged, "n_identical_outputs": identical,

@@ -1,9 +1,10 @@
 """Our saved AlpacaEval annotations, scored by alpaca_eval's own metric functions, give our numbers.
 
-alpaca_eval's LC functions always download `df_gamed.csv` from the Hugging Face hub, which is unreachable here.
-The offline GLM (`length_controlled_minimal`) uses nothing from that file but a per-row `instruction_difficulty`
-lookup that its formula then leaves out, so the download is pointed at a local stand-in file of that shape; every
-number still comes from alpaca_eval's featurization and fit.
+alpaca_eval's LC functions always download `df_gamed.csv` from the Hugging Face hub, which is unreachable here, so
+the download is pointed at a local stand-in file of that shape; every number still comes from alpaca_eval's
+featurization and fit. The minimal GLM (`length_controlled_minimal`) uses nothing from that file but a per-row
+`instruction_difficulty` lookup that its formula then leaves out; the official one (`length_controlled_v1`) uses
+all of it, so it is compared on stand-in files with random difficulties and gamed annotations.
 """
 
 import json
@@ -89,4 +90,43 @@ def test_annotations_saved_by_the_stage_match_alpaca_eval(tmp_path):
     assert len(annotations) == 12 and results["n_total"] >= 5
     assert results["position_flip_rate"] is not None  # both orders were judged
     assert all(len(a["preferences_per_order"]) == 2 for a in annotations if a["preference"] is not None)
-    assert_same(results, results["length_controlled_winrate"], official(annotations, tmp_path))
+    assert_same(results, results["minimal_glm_winrate"], official(annotations, tmp_path))
+    assert results["length_controlled_winrate"] is None and not results["lc_official"]  # no df_gamed.csv given
+    assert "lc_gamed_file" in results["lc_not_computed"]
+
+
+EXCERPT = REPO.parent / "shared" / "data" / "benchmarks" / "alpaca_eval" / "annotations_gpt-3.5-turbo-1106_excerpt.json"
+
+
+def stand_in_gamed(path: Path, seed: int) -> None:
+    """A file in the shape of alpaca_eval's df_gamed.csv (hub only): two length-gamed baselines x 805 instructions,
+    each instruction with one difficulty. Values are random; the test compares fits, not the leaderboard."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.normal(0, 1, 805)
+    parts = [pd.DataFrame({"model": name, "index": range(805), "preference": rng.uniform(0, 1, 805),
+                           "std_delta_len": rng.normal(0, 1, 805), "instruction_difficulty": difficulty,
+                           "not_gamed_baseline": False}) for name in ("gamed_concise", "gamed_verbose")]
+    pd.concat(parts).to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_official_lc_matches_alpaca_eval_length_controlled_v1_on_published_annotations(seed, tmp_path):
+    """alpaca_eval's published annotations of gpt-3.5-turbo-1106 (30 of 805, every 27th instruction)."""
+    import alpaca_eval.metrics.glm_winrate as glm
+    from alpaca_eval.metrics import get_winrate
+
+    from stages.s4_evaluate.lc_winrate import OFFICIAL_GLM, official_length_controlled_win_rate
+
+    rows = json.loads(EXCERPT.read_text())
+    indices = [27 * i for i in range(len(rows))]
+    gamed = tmp_path / "df_gamed.csv"
+    stand_in_gamed(gamed, seed)
+    prefs = [r["preference"] for r in rows]
+    ours = official_length_controlled_win_rate([r["output_1"] for r in rows], [r["output_2"] for r in rows], prefs,
+                                               indices, str(gamed))
+    df = pd.DataFrame(rows).assign(index=indices)
+    with mock.patch.object(glm, "hf_hub_download", return_value=str(gamed)):
+        theirs = glm.get_length_controlled_winrate(df, glm_name=OFFICIAL_GLM, save_weights_dir=None)
+    assert ours["length_controlled_winrate"] == pytest.approx(theirs["length_controlled_winrate"], rel=1e-9)
+    assert ours["lc_standard_error"] == pytest.approx(theirs["lc_standard_error"], rel=1e-9)
+    assert win_rate(prefs)["win_rate"] == pytest.approx(get_winrate(pd.DataFrame(rows))["win_rate"], rel=1e-12)

@@ -45,8 +45,9 @@ def policy_results(name, wr, lc, mt, backend="local"):
             "judge": {"model": "judge", "source": "tiny", "backend": "hf", "temperature": 0.0, "seed": 0},
             "alpaca_eval": {"win_rate": wr, "standard_error": 3.0, "length_controlled_winrate": lc,
                             "lc_standard_error": 0.0, "lc_weights": None, "lc_not_computed": None,
-                            "lc_glm": "length_controlled_minimal", "lc_official": False, "lc_extreme_change": False,
-                            "lc_note": "offline GLM", "reference": "smoke_reference", "reference_source": "the set",
+                            "lc_glm": "length_controlled_v1", "lc_official": True, "lc_extreme_change": False,
+                            "minimal_glm_winrate": lc + 10, "minimal_glm_note": "alpaca_eval's minimal GLM",
+                            "reference": "smoke_reference", "reference_source": "the set",
                             "data": "smoke-test stand-in", "stand_in": True, "total_instructions": 12,
                             "n_instructions": 12, "n_total": 12, "n_unanswered": 0, "n_unjudged": 1,
                             "n_identical_outputs": 0, "n_truncated_answers": 2, "judge_template": "weighted",
@@ -95,7 +96,7 @@ def test_report_leads_with_the_comparison_and_draws_real_plots(tmp_path):
     assert rows["rm_distiller"] == ["**100.0†**", "**66.7†**", "**55.0†**", "**6.00**"]
     assert rows["binary_bt"][0] == "0.0†" and rows["binary_bt"][2:] == ["45.0†", "5.00"]
     assert rows["initial policy (before PPO)"] == ["—", "—", "41.0†", "4.50"]
-    assert "not on the benchmark" in text and "non-official" in text and "reference" in text
+    assert "not on the benchmark" in text and "minimal-GLM WR (not LC)" in text and "reference" in text
     for heading in ("## Reward-model benchmarks", "## AlpacaEval 2", "## MT-Bench", "## PPO",
                     "## Reward-model training (distill)", "## Teacher data (synthesize)", "## Wall time"):
         assert heading in text
@@ -158,3 +159,19 @@ def test_every_plot_kind_has_the_fixed_size(tmp_path, draw):
         plots.horizontal_bars(path, "t", {"a": 3, "b": 1}, "n")
     with Image.open(path) as img:
         assert img.size == plots.SIZE_PX
+
+
+def test_without_the_official_lc_the_lc_column_stays_empty(tmp_path):
+    run = full_run(tmp_path)
+    for name in ("rm_distiller", "binary_bt", "initial"):
+        path = run / "s4_evaluate" / "policy" / name / "results.json"
+        if path.exists():
+            results = json.loads(path.read_text())
+            results["alpaca_eval"].update(length_controlled_winrate=None, lc_official=False,
+                                          lc_not_computed="no df_gamed.csv")
+            path.write_text(json.dumps(results))
+    text = write_report(run).read_text()
+    first_table = text[text.index("|"):].split("\n\n")[0].splitlines()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in first_table[2:]}
+    assert rows["rm_distiller"][2] == "—"  # the minimal-GLM figure never stands in for the LC win rate
+    assert "AlpacaEval LC WR not computed: no df_gamed.csv." in text and "minimal-GLM WR (not LC)" in text

@@ -69,10 +69,12 @@ def alpaca_section(view: RunView, out: Path) -> list[str]:
     for n in names:
         a = view.policy_eval[n]["alpaca_eval"]
         se = f" ± {_fmt(a['standard_error'])}" if a.get("standard_error") is not None else ""
-        rows.append([n, _fmt(a["win_rate"]) + se, _fmt(a["length_controlled_winrate"]), str(a["n_total"]),
-                     str(a["n_unjudged"] + a["n_unanswered"]), a["reference"], _fmt(a.get("position_flip_rate"), 2)])
+        rows.append([n, _fmt(a["win_rate"]) + se, _fmt(a["length_controlled_winrate"]),
+                     _fmt(a.get("minimal_glm_winrate")), str(a["n_total"]), str(a["n_unjudged"] + a["n_unanswered"]),
+                     a["reference"], _fmt(a.get("position_flip_rate"), 2)])
     lines = ["## AlpacaEval 2", ""]
-    lines += _table(["policy", "WR", "LC WR (non-official)", "judged", "excluded", "reference", "flip rate"], rows)
+    lines += _table(["policy", "WR", "LC WR", "minimal-GLM WR (not LC)", "judged", "excluded", "reference",
+                     "flip rate"], rows)
     a = view.policy_eval[names[0]]["alpaca_eval"]
     judge = view.policy_eval[names[0]]["judge"]
     lines += [f"- Reference (output_1): `{a['reference']}` from {a['reference_source']}.",
@@ -80,7 +82,8 @@ def alpaca_section(view: RunView, out: Path) -> list[str]:
               f"- Judge: `{judge['model']}` ({judge['backend']}, temperature 0, seed {judge['seed']}), prompt "
               f"{a['judge_template']}; preference from the first token's logprobs of `m` / `M`, output order "
               f"randomized per instruction" + (", judged in both orders" if a["both_orders"] else "") + ".",
-              f"- LC WR: {a['lc_note']}."]
+              "- LC WR: alpaca_eval's length-controlled win rate (length_controlled_v1, as on the leaderboard).",
+              f"- minimal-GLM WR: {a.get('minimal_glm_note')}."]
     for n in names:
         r = view.policy_eval[n]["alpaca_eval"]
         if r.get("lc_not_computed"):
@@ -88,7 +91,9 @@ def alpaca_section(view: RunView, out: Path) -> list[str]:
         if r.get("lc_extreme_change"):
             lines.append(f"- `{n}`: LC WR moved far from WR (alpaca_eval would warn the GLM may have failed).")
     series = {"WR": [view.policy_eval[n]["alpaca_eval"]["win_rate"] for n in names],
-              "LC WR": [view.policy_eval[n]["alpaca_eval"]["length_controlled_winrate"] for n in names]}
+              "LC WR": [view.policy_eval[n]["alpaca_eval"]["length_controlled_winrate"] for n in names],
+              "minimal-GLM WR (not LC)": [view.policy_eval[n]["alpaca_eval"].get("minimal_glm_winrate")
+                                          for n in names]}
     if all(v is None for values in series.values() for v in values):
         return lines + ["", "No instruction was judged, so there is no win rate to plot.", ""]
     title = f"AlpacaEval 2 vs {a['reference']}" + (" (stand-in instructions)" if a["stand_in"] else "")

@@ -44,8 +44,9 @@ def comparison(view: RunView) -> list[str]:
     notes = ["RewardBench: mean of its sections; RM-Bench hard: plainer chosen vs fancier rejected answers (%); "
              "AlpacaEval LC WR: length-controlled win rate (%) against the reference named below; MT-Bench: 1-10."
              ] if benchmarks else []
-    lc_notes = {r["alpaca_eval"].get("lc_note") for r in view.policy_eval.values() if "alpaca_eval" in r}
-    notes += [f"AlpacaEval LC WR is non-official here: {n}." for n in sorted(x for x in lc_notes if x)]
+    missing = sorted({r["alpaca_eval"]["lc_not_computed"] for r in view.policy_eval.values()
+                      if r.get("alpaca_eval", {}).get("lc_not_computed")})
+    notes += [f"AlpacaEval LC WR not computed: {why}." for why in missing]
     if sandbox:
         notes.append("GT pair acc: the RM's accuracy on held-out pairs ordered by the sandbox verifier (%); "
                      "compliance: the share of the prompts' constraints the policy's answers meet (%).")
