@@ -87,6 +87,7 @@ def evaluate_policy(ctx: JobContext, name: str, alias: str | None) -> dict[str, 
     if ae:
         summary["alpaca_eval_lc_win_rate"] = results["alpaca_eval"]["length_controlled_winrate"]
         summary["alpaca_eval_win_rate"] = results["alpaca_eval"]["win_rate"]
+        summary["alpaca_eval_minimal_glm_win_rate"] = results["alpaca_eval"]["minimal_glm_winrate"]
     if mt:
         summary["mt_bench"] = results["mt_bench"]["score"]
     return summary
