@@ -30,6 +30,7 @@ from rlhf_stack.core.errors import Problem, RecipeError
 from rlhf_stack.core.chat import has_thinking_switch, thinking_problem
 from rlhf_stack.core.models import ModelSpec, check_model, tokenizer_on_disk
 from rlhf_stack.core.pipeline import Job
+from rlhf_stack.core.prompt_dataset import MATERIALIZED, PromptDataset, dataset_problems
 from rlhf_stack.core.prompts import load_prompts
 from rlhf_stack.core.sections import ClusterConfig, DataConfig
 
@@ -68,6 +69,9 @@ class RecipeBase(StrictModel):
 
     @property
     def prompts_path(self) -> Path:
+        """The prompt JSONL: the file `data.prompts` names, or the run folder's copy of a mapped dataset."""
+        if isinstance(self.data.prompts, PromptDataset):
+            return self.run_path / MATERIALIZED
         return self.resolve_path(self.data.prompts)
 
     def resolve_path(self, value: str) -> Path:
@@ -186,6 +190,12 @@ def file_problems(recipe: RecipeBase) -> list[Problem]:
         why = check_model(spec, recipe.base_dir)
         if why:
             problems.append(Problem(f"models.{alias}", why, "fix the path or use a built-in name or hub id"))
+    if isinstance(recipe.data.prompts, PromptDataset):
+        alias = recipe.data.prompts.tokenizer
+        if alias is not None and alias not in recipe.models:
+            problems.append(Problem("data.prompts.tokenizer", f"model alias {alias!r} is not in models",
+                                    f"known: {', '.join(sorted(recipe.models))}"))
+        return problems + dataset_problems(recipe.data.prompts, recipe.base_dir)
     prompts = recipe.prompts_path
     if not prompts.is_file():
         problems.append(Problem("data.prompts", f"prompt file {prompts} does not exist",

@@ -9,6 +9,8 @@ from pathlib import Path
 from rlhf_stack.app.recipe import RecipeBase, dump_recipe, load_recipe
 from rlhf_stack.core.artifacts import write_atomic, write_json_atomic
 from rlhf_stack.core.errors import ArtifactError
+from rlhf_stack.core.models import resolve_model
+from rlhf_stack.core.prompt_dataset import PromptDataset, materialize
 
 RESOLVED = "recipe.resolved.yaml"
 RUN_INFO = "run.json"
@@ -22,6 +24,20 @@ def write_run_files(recipe: RecipeBase, path: Path, overrides: Sequence[str], **
     write_atomic(run_dir / RESOLVED, dump_recipe(recipe))
     write_json_atomic(run_dir / RUN_INFO, {"recipe": str(Path(path).resolve()), "base_dir": str(recipe.base_dir),
                                            "overrides": list(overrides), **info})
+    prepare_prompts(recipe)
+
+
+def prepare_prompts(recipe: RecipeBase) -> None:
+    """A mapped prompt dataset (`data.prompts` as a mapping) becomes the run folder's prompt JSONL, before any stage."""
+    cfg = recipe.data.prompts
+    if not isinstance(cfg, PromptDataset):
+        return
+    tokenizer = None
+    if cfg.tokenizer is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(recipe.models[cfg.tokenizer], recipe.base_dir))
+    materialize(cfg, recipe.base_dir, recipe.prompts_path, recipe.data.split_seed, tokenizer)
 
 
 def load_run(run_dir: Path) -> RecipeBase:

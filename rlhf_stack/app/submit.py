@@ -119,7 +119,11 @@ def _project_root(recipe_path: Path) -> Path | None:
 def _path_problems(recipe: RecipeBase, root: Path) -> tuple[list[Problem], list[str]]:
     """Files the job reads must travel in the checkout (named relative to the recipe) or be on shared storage."""
     problems, warnings = [], []
-    named = [("data.prompts", recipe.data.prompts)]
+    prompts = recipe.data.prompts
+    if isinstance(prompts, str):
+        named = [("data.prompts", prompts)]
+    else:  # a dataset: a hub id travels as a name; a local file or folder as a path
+        named = [("data.prompts.source", prompts.source)] if prompts.local_path(recipe.base_dir) is not None else []
     named += [(f"models.{alias}.source", spec.source) for alias, spec in recipe.models.items()
               if spec.source not in BUILTIN_MODELS and (recipe.base_dir / Path(spec.source).expanduser()).exists()]
     for key, value in named:

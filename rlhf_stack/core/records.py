@@ -23,6 +23,8 @@ class PromptRecord(StrictModel):
     id: str = Field(min_length=1)
     prompt: str
     category: str = ""
+    chosen: str | None = None  # a preference set's answers, usable as the initial pair (the method's "orig" data)
+    rejected: str | None = None
 
 
 class Candidate(StrictModel):

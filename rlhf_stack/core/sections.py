@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from rlhf_stack.core.config import StrictModel
+from rlhf_stack.core.prompt_dataset import PromptDataset
 
 
 class ClusterConfig(StrictModel):
@@ -42,6 +43,8 @@ class SplitFractions(StrictModel):
 
 
 class DataConfig(StrictModel):
-    prompts: str  # JSONL of {"id", "prompt", "category"?}; relative to the recipe file
+    # A JSONL of {"id", "prompt", "category"?, "chosen"?, "rejected"?} relative to the recipe file, or a dataset
+    # (hub id or local file/folder) with a column mapping and filters (rlhf_stack/core/prompt_dataset.py).
+    prompts: str | PromptDataset
     splits: SplitFractions = SplitFractions()
     split_seed: int = 0  # kept apart from the run seed, so seeds can vary without moving prompts between splits
