@@ -50,7 +50,10 @@ class VerifierConfig(StrictModel):
 class SynthesizeConfig(StrictModel):
     teacher: str  # model alias from `models`
     teacher_engine: EngineConfig = EngineConfig()
-    generators: list[str] = Field(min_length=1)  # model aliases that write candidate answers
+    # Where the two answers of the initial pair come from: the `generators`' answers, or the chosen and rejected
+    # answers each prompt record carries (a preference set, METHOD.md step 1's "orig" variant; no generator runs).
+    candidates_from: Literal["generators", "dataset"] = "generators"
+    generators: list[str] = []  # model aliases that write candidate answers (candidates_from: generators)
     generator_engine: EngineConfig = EngineConfig()  # a generator that is also the teacher uses teacher_engine
     responses_per_generator: int = Field(1, ge=1)
     judges: JudgeRoles = JudgeRoles()  # who plays each judging role (pair scores, refinement, calibrated score)
@@ -91,10 +94,17 @@ class SynthesizeConfig(StrictModel):
         if self.refine_max_chars is not None and not self.structured_refinement:
             problems.append(Problem("synthesize.refine_max_chars", "only applies with structured_refinement: true",
                                     "remove it or set structured_refinement: true"))
+        if self.candidates_from == "dataset" and self.generators:
+            problems.append(Problem("synthesize.generators", "no generator runs with candidates_from: dataset "
+                                    "(the prompt records' chosen and rejected answers are the candidates)",
+                                    "remove generators, or set candidates_from: generators"))
+        if self.candidates_from == "generators" and not self.generators:
+            problems.append(Problem("synthesize.generators", "no model writes candidate answers",
+                                    "name model aliases, or set candidates_from: dataset (a preference set)"))
         if len(set(self.generators)) != len(self.generators):
             problems.append(Problem("synthesize.generators", f"lists a model twice: {self.generators}",
                                     "use responses_per_generator for more answers per model"))
-        if len(self.generators) * self.responses_per_generator < 2:
+        if self.generators and len(self.generators) * self.responses_per_generator < 2:
             problems.append(Problem("synthesize.responses_per_generator", "one generator with one response gives "
                                     "no pair to compare", "add a generator or set responses_per_generator: 2"))
         llm_roles = self.judges.uses("llm")

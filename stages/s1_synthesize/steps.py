@@ -42,10 +42,16 @@ def _messages(prompt: str) -> tuple[tuple[str, str], ...]:
     return tuple((m["role"], m["content"]) for m in user_messages(prompt))
 
 
+DATASET_CHOSEN, DATASET_REJECTED = "dataset:chosen", "dataset:rejected"  # generator names of a record's answers
+
+
 def candidates(cfg: SynthesizeConfig, prompts: list[PromptRecord], sessions: dict[str, ModelSession],
                stats: StageStats) -> dict[str, list[Candidate]]:
     """Step 1: `responses_per_generator` answers from each generator. Generators other than the teacher run first
-    and release their engines before the teacher's start."""
+    and release their engines before the teacher's start. With `candidates_from: dataset`, the record's own chosen
+    and rejected answers instead (the teacher still judges them in both orders)."""
+    if cfg.candidates_from == "dataset":
+        return dataset_candidates(prompts, stats)
     sampling = to_sampling(cfg.candidate_sampling)
     answers: dict[tuple[str, str, int], GenerationResult] = {}
     for alias in sorted(cfg.generators, key=lambda a: a == cfg.teacher):
@@ -70,6 +76,21 @@ def candidates(cfg: SynthesizeConfig, prompts: list[PromptRecord], sessions: dic
             stats.drop(p.id, "candidates", "identical_candidates")
         else:
             out[p.id] = found
+            st.kept += 1
+    return out
+
+
+def dataset_candidates(prompts: list[PromptRecord], stats: StageStats) -> dict[str, list[Candidate]]:
+    st, out = stats.steps["candidates"], {}
+    for p in prompts:
+        st.requested += 1
+        if p.chosen is None or p.rejected is None:
+            stats.drop(p.id, "candidates", "no_dataset_pair")
+        elif p.chosen.strip() == p.rejected.strip():
+            stats.drop(p.id, "candidates", "identical_candidates")
+        else:
+            out[p.id] = [Candidate(generator=DATASET_CHOSEN, text=p.chosen, finish_reason="stop"),
+                         Candidate(generator=DATASET_REJECTED, text=p.rejected, finish_reason="stop")]
             st.kept += 1
     return out
 
