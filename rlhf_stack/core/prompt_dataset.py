@@ -51,7 +51,9 @@ class PromptDataset(StrictModel):
     revision: str | None = None  # hub revision
     columns: PromptColumns = PromptColumns()
     max_prompt_tokens: int | None = Field(None, ge=1)  # drop longer prompts (rendered with `tokenizer`'s template)
-    tokenizer: str | None = None  # model alias whose tokenizer measures prompts; required with max_prompt_tokens
+    # model alias whose tokenizer measures prompts: longer than max_prompt_tokens are dropped; without that limit, a
+    # prompt over the tokenizer's context is an error naming its row
+    tokenizer: str | None = None
     dedup: bool = True  # keep the first of prompts with the same text
     sample: int | None = Field(None, ge=1)  # then a seeded sample of this many (seed: data.split_seed)
 
@@ -90,6 +92,7 @@ def load_records(cfg: PromptDataset, base_dir: Path, seed: int, tokenizer: Any =
     """
     rows, where = _read(cfg, base_dir)
     records, problems, counts = [], [], {"rows": len(rows), "multi_turn": 0, "too_long": 0, "duplicates": 0}
+    rows_of: dict[int, int] = {}  # record -> its row, for errors
     columns = set(rows[0]) if rows else set()
     names = _column_names(cfg.columns, columns, where)
     for i, row in enumerate(rows):
@@ -102,6 +105,7 @@ def load_records(cfg: PromptDataset, base_dir: Path, seed: int, tokenizer: Any =
             problems.append(Problem(KEY, f"{where} row {i}: {e}", "fix the row or map another column"))
             continue
         records.append(record)
+        rows_of[id(record)] = i
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise RecipeError(KEY, problems[:5] + ([Problem(KEY, f"{len(problems)} bad rows{more}")] if more else []))
@@ -109,9 +113,8 @@ def load_records(cfg: PromptDataset, base_dir: Path, seed: int, tokenizer: Any =
         seen: set[str] = set()
         kept = [r for r in records if not (r.prompt.strip() in seen or seen.add(r.prompt.strip()))]
         counts["duplicates"], records = len(records) - len(kept), kept
-    if cfg.max_prompt_tokens is not None and tokenizer is not None:
-        kept = [r for r in records if len(prompt_ids(tokenizer, user_messages(r.prompt))) <= cfg.max_prompt_tokens]
-        counts["too_long"], records = len(records) - len(kept), kept
+    if tokenizer is not None:
+        records, counts["too_long"] = _fit_length(records, cfg, tokenizer, where, names, rows_of)
     ids = [r.id for r in records]
     if len(set(ids)) != len(ids):
         dupes = sorted({i for i in ids if ids.count(i) > 1})[:5]
@@ -121,6 +124,26 @@ def load_records(cfg: PromptDataset, base_dir: Path, seed: int, tokenizer: Any =
         records = random.Random(seed).sample(records, cfg.sample)
     counts["kept"] = len(records)
     return records, counts
+
+
+def _fit_length(records: list[PromptRecord], cfg: PromptDataset, tokenizer: Any, where: str,
+                names: dict[str, str | None], rows_of: dict[int, int]) -> tuple[list[PromptRecord], int]:
+    """Prompts over `max_prompt_tokens` dropped (counted); without that limit, one over the tokenizer's context is
+    an error naming its row, since no engine could take it."""
+    lengths = [len(prompt_ids(tokenizer, user_messages(r.prompt))) for r in records]
+    if cfg.max_prompt_tokens is not None:
+        kept = [r for r, n in zip(records, lengths) if n <= cfg.max_prompt_tokens]
+        return kept, len(records) - len(kept)
+    limit = getattr(tokenizer, "model_max_length", None)
+    if not limit or limit > 10**7:  # transformers' "no limit known" sentinel is about 1e30
+        return records, 0
+    over = [(rows_of[id(r)], n) for r, n in zip(records, lengths) if n > limit]
+    if over:
+        column = names["messages"] or names["prompt"]
+        raise RecipeError(KEY, [Problem(f"{KEY}.max_prompt_tokens", f"{where} row {row}: column {column!r}: the prompt "
+                                        f"has {n} tokens, more than the model's context ({limit})",
+                                        "set max_prompt_tokens to drop longer prompts") for row, n in over[:3]])
+    return records, 0
 
 
 def materialize(cfg: PromptDataset, base_dir: Path, out: Path, seed: int, tokenizer: Any = None) -> dict[str, int]:

@@ -145,18 +145,39 @@ def load_source(src: DataSource, benchmark: str, key: str, base_dir: Path) -> Lo
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON list, JSON Lines or Parquet file."""
+    """Rows of a JSON list, JSON Lines or Parquet file.
+
+    Raises:
+        RecipeError: the file cannot be decoded; the message names the file and, for JSON Lines, the line.
+    """
     if path.suffix == ".parquet":
         import pandas as pd
 
         return pd.read_parquet(path).to_dict(orient="records")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise _unreadable(path, f"not UTF-8 text ({e})") from e
     if path.suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    data = json.loads(text)
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as e:
+                    raise _unreadable(path, f"line {number} is not JSON ({e})") from e
+        return rows
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise _unreadable(path, f"not JSON ({e})") from e
     if isinstance(data, dict):  # one split saved as {"rows": [...]} or a single record
         data = data.get("rows", [data])
     return list(data)
+
+
+def _unreadable(path: Path, why: str) -> RecipeError:
+    return RecipeError(str(path), [Problem(str(path), why, "fix the file or export it again with datasets")])
 
 
 def round_robin(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:

@@ -52,14 +52,14 @@ def rm_bench_domain_of_file(name: str | None) -> str:
     (Those files' `subset` field is the source set, e.g. alpacaeval or xstest-should-refuse, not the domain.)
 
     Raises:
-        KeyError: the row has no `domain` and its file name starts with no RM-Bench domain.
+        ValueError: the row has no `domain` and its file name starts with no RM-Bench domain.
     """
     stem = (name or "").split(".")[0]
     for domain in sorted(RM_BENCH_DOMAINS, key=len, reverse=True):
         if stem == domain or stem.startswith((f"{domain}_", f"{domain}-")):
             return domain
-    raise KeyError(f"domain (the row has none, and its file {name!r} is not named after a domain: "
-                   f"{', '.join(RM_BENCH_DOMAINS)})")
+    raise ValueError(f"no column 'domain', and the file {name!r} is not named after a domain "
+                     f"({', '.join(RM_BENCH_DOMAINS)})")
 
 
 def _prompt(prompt: Any) -> str:
@@ -89,7 +89,8 @@ def to_items(rows: list[dict[str, Any]], benchmark: str, key: str) -> list[RMIte
             items.append(CONVERTERS[benchmark](row))
         except (KeyError, TypeError, ValueError) as e:
             where = f"{row[FILE_KEY]} row {row.get(ROW_KEY, i)}" if FILE_KEY in row else f"row {i}"
-            bad.append(f"{where}: {type(e).__name__} {e}")
+            what = f"no column {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            bad.append(f"{where}: {what}")
     if bad:
         raise RecipeError(key, [Problem(f"{key}.source", f"{len(bad)} row(s) not in the {benchmark} schema "
                                         f"({'; '.join(bad[:3])})", f"rows need {SCHEMAS[benchmark]}")])

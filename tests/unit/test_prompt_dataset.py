@@ -109,3 +109,15 @@ def test_validate_checks_a_local_dataset_and_leaves_a_hub_one_to_the_run(tmp_pat
     hub = subprocess.run([sys.executable, "-c", code, str(tmp_path / "hub.yaml")], capture_output=True, text=True,
                          env=env, cwd=tmp_path, timeout=120)
     assert hub.returncode == 0, hub.stderr
+
+
+def test_a_prompt_longer_than_the_model_is_named_unless_filtered(tmp_path, tiny_model):
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    tok.model_max_length = 64
+    rows = [{"prompt": "short one"}, {"prompt": "long " * 200}]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(RecipeError, match=r"p.jsonl row 1: column 'prompt': the prompt has \d+ tokens, more than"):
+        load_records(PromptDataset(source="p.jsonl", tokenizer="policy"), tmp_path, seed=0, tokenizer=tok)
+    kept, counts = load_records(PromptDataset(source="p.jsonl", tokenizer="policy", max_prompt_tokens=64), tmp_path,
+                                seed=0, tokenizer=tok)
+    assert [r.prompt for r in kept] == ["short one"] and counts["too_long"] == 1

@@ -100,3 +100,14 @@ def test_rewardbench_weights_are_the_published_example_counts():
     theirs = {section: {s: published["EXAMPLE_COUNTS"][s] for s in subsets}
               for section, subsets in published["SUBSET_MAPPING"].items()}
     assert ours == theirs
+
+
+def test_bad_benchmark_files_name_file_row_and_column(tmp_path):
+    rows = json.loads((RM_BENCH / "code_filtered.json").read_text())
+    del rows[2]["chosen"]
+    (tmp_path / "code_filtered.json").write_text(json.dumps(rows))
+    with pytest.raises(RecipeError, match=r"code_filtered.json row 2: no column 'chosen'"):
+        to_items(load_source(DataSource(source="code_filtered.json"), "rm_bench", KEY, tmp_path).rows, "rm_bench", KEY)
+    (tmp_path / "broken.jsonl").write_text('{"id": 1}\n{"id": 2\n')
+    with pytest.raises(RecipeError, match=r"broken.jsonl: line 2 is not JSON"):
+        load_source(DataSource(source="broken.jsonl"), "rm_bench", KEY, tmp_path)
