@@ -287,20 +287,32 @@ def test_cuda_rank_trains_in_bf16_with_zero2(tmp_path, s1_artifact):
     assert weights(tmp_path, "rm_distiller")["score.weight"].dtype == torch.bfloat16
 
 
-def test_kl_refuses_a_teacher_with_another_tokenizer_before_training(tmp_path, s1_artifact, tiny_model):
-    from transformers import AutoTokenizer
+def test_kl_takes_a_teacher_that_extends_the_vocabulary_and_refuses_one_that_moves_ids(tmp_path, s1_artifact,
+                                                                                       tiny_model):
+    import json
 
-    other = tmp_path / "other_teacher"
-    shutil.copytree(tiny_model, other)
-    tok = AutoTokenizer.from_pretrained(other)
-    tok.add_tokens(["<extra_token>"])
-    tok.save_pretrained(other)
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_model, teacher)
+    tok = AutoTokenizer.from_pretrained(teacher)
+    tok.add_tokens(["<think>", "</think>"])  # after the student's ids, as Qwen3's tokens follow Qwen2.5's
+    tok.save_pretrained(teacher)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     recipe = make_recipe(run_dir, s1_artifact, {"rm_distiller": RM_DISTILLER, "sft_only":
                          "{pairs: refined, margin: calibrated, objective: margin_mse, sft_weight: 1.0, kl_weight: 0}"},
-                         teacher=str(other))
-    with pytest.raises(RecipeError, match=r"distill.variants.rm_distiller.kl_weight: .*vocabularies differ"):
+                         teacher=str(teacher))
+    assert distill(recipe, dry_run=True) == {"s2_distill/rm_distiller": "dry-run", "s2_distill/sft_only": "dry-run"}
+
+    # The teacher's tokenizer changes after validation (two tokens swap ids): the stage checks again before training.
+    data = json.loads(tok.backend_tokenizer.to_str())
+    vocab = data["model"]["vocab"]
+    vocab["the"], vocab["and"] = vocab["and"], vocab["the"]
+    PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(data)), eos_token=tok.eos_token,
+                            pad_token=tok.pad_token).save_pretrained(teacher)
+    with pytest.raises(RecipeError, match=r"distill.variants.rm_distiller.kl_weight: .*does not extend the student's"):
         distill(recipe, dry_run=True)
     import stages.s2_distill as s2
 
