@@ -76,3 +76,28 @@ def test_lc_win_rate_removes_a_pure_length_effect():
 def test_extreme_change_rule():
     assert is_extreme_change(20.0, 9.0) and not is_extreme_change(20.0, 12.0)
     assert is_extreme_change(50.0, 63.0) and not is_extreme_change(50.0, 62.0)
+
+
+def test_the_official_lc_needs_eval_set_rows_and_the_gamed_file(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from stages.s4_evaluate.lc_winrate import length_adjusted, official_length_controlled_win_rate
+
+    rng = np.random.default_rng(0)
+    gamed = tmp_path / "df_gamed.csv"
+    pd.concat([pd.DataFrame({"model": m, "index": range(805), "preference": rng.uniform(0, 1, 805),
+                             "std_delta_len": rng.normal(0, 1, 805), "instruction_difficulty": np.linspace(-1, 1, 805),
+                             "not_gamed_baseline": False}) for m in ("concise", "verbose")]).to_csv(gamed, index=False)
+    annotations = [{"output_1": "r" * int(rng.integers(10, 200)), "output_2": "m" * int(rng.integers(10, 400)),
+                    "preference": float(rng.uniform(1, 2)), "index": 20 * i} for i in range(30)]
+    both = length_adjusted(annotations, str(gamed), None)
+    alone = official_length_controlled_win_rate([a["output_1"] for a in annotations],
+                                                [a["output_2"] for a in annotations],
+                                                [a["preference"] for a in annotations], [a["index"] for a in annotations],
+                                                str(gamed))
+    assert both["lc_official"] and both["length_controlled_winrate"] == alone["length_controlled_winrate"]
+    assert both["minimal_glm_winrate"] is not None and "not the LC win rate" in both["minimal_glm_note"]
+    without_rows = length_adjusted([{k: v for k, v in a.items() if k != "index"} for a in annotations], str(gamed), None)
+    assert without_rows["length_controlled_winrate"] is None and "805" in without_rows["lc_not_computed"]
+    assert without_rows["minimal_glm_winrate"] == both["minimal_glm_winrate"]
