@@ -14,6 +14,7 @@ exercise the code on a laptop; their numbers say nothing about a model and the r
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ class DataSource(StrictModel):
 DATA_DIR = Path(__file__).parent / "data"
 SUFFIXES = (".json", ".jsonl", ".parquet")
 FILE_KEY, ROW_KEY = "_file", "_row"  # added to every row read from a file: where it came from
+_SHARD = re.compile(r"^([\w.]+?)-\d{5}-of-\d{5}\.")  # a hub split file: <split>-00000-of-00001.parquet
 # benchmark -> (hub dataset id, official split, built-in stand-in file)
 BENCHMARKS = {
     "rewardbench": ("allenai/reward-bench", "filtered", "rewardbench_smoke.jsonl"),
@@ -93,12 +95,24 @@ def data_files(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
 
 
-def split_files(files: list[Path], split: str, root: Path) -> list[Path]:
-    """The files of one split, named as hub datasets name them; every file when none is named for a split."""
-    def named(f: Path) -> bool:
+def split_files(files: list[Path], split: str, root: Path, key: str = "split") -> list[Path]:
+    """The files of one split, named as hub datasets name them; every file when none is named for a split.
+
+    Raises:
+        RecipeError: files are named for splits, but none for this one (the problem names `key`).
+    """
+    def split_of(f: Path) -> str | None:
         rel = f.relative_to(root) if f.is_relative_to(root) else Path(f.name)
-        return split in rel.parts[:-1] or f.name.startswith((f"{split}-", f"{split}.", f"{split}_"))
-    chosen = [f for f in files if named(f)]
+        if split in rel.parts[:-1] or f.name.startswith((f"{split}-", f"{split}.", f"{split}_")):
+            return split
+        shard = _SHARD.match(f.name)
+        return shard.group(1) if shard else None
+    named = {f: split_of(f) for f in files}
+    chosen = [f for f, s in named.items() if s == split]
+    others = sorted({s for s in named.values() if s is not None and s != split})
+    if not chosen and others:
+        raise RecipeError(key, [Problem(key, f"{root} has files for split(s) {others}, none for {split!r}",
+                                        f"set split to one of {others}")])
     return chosen or files
 
 
@@ -129,7 +143,7 @@ def load_source(src: DataSource, benchmark: str, key: str, base_dir: Path) -> Lo
     elif path is not None:
         if not path.exists():
             raise RecipeError(key, [Problem(f"{key}.source", f"{path} does not exist", "check the path")])
-        rows = folder_rows(path, src.split or official_split)
+        rows = folder_rows(path, src.split or official_split, f"{key}.split")
         description, stand_in = f"local copy {path}", False
     else:
         rows = _load_hub(src, official_split, key)
@@ -195,11 +209,11 @@ def round_robin(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
     return out
 
 
-def folder_rows(path: Path, split: str) -> list[dict[str, Any]]:
+def folder_rows(path: Path, split: str, key: str = "split") -> list[dict[str, Any]]:
     """Tagged rows of a file, or of a folder's files for `split` (see `split_files`), in a stable order."""
     files = data_files(path)
     if path.is_dir():
-        files = split_files(files, split, path)
+        files = split_files(files, split, path, key)
     return [row for f in files for row in tagged_rows(f)]
 
 
@@ -227,7 +241,7 @@ def _load_hub(src: DataSource, official_split: str, key: str) -> list[dict[str, 
     except Exception as e:  # offline, unknown dataset, gated, script dataset: the same advice applies
         raise RecipeError(key, [Problem(f"{key}.source", f"cannot load {src.source!r} from the Hugging Face hub "
                                         f"({type(e).__name__}: {str(e)[:200]})", how)]) from e
-    return folder_rows(folder, split)
+    return folder_rows(folder, split, f"{key}.split")
 
 
 def _looks_like_path(source: str) -> bool:

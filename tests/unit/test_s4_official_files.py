@@ -111,3 +111,11 @@ def test_bad_benchmark_files_name_file_row_and_column(tmp_path):
     (tmp_path / "broken.jsonl").write_text('{"id": 1}\n{"id": 2\n')
     with pytest.raises(RecipeError, match=r"broken.jsonl: line 2 is not JSON"):
         load_source(DataSource(source="broken.jsonl"), "rm_bench", KEY, tmp_path)
+
+
+def test_a_split_the_hub_files_do_not_have_is_an_error_naming_the_ones_they_do(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "raw-00000-of-00001.jsonl").write_text('{"id": 1}\n')
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kw: str(tmp_path))
+    with pytest.raises(RecipeError, match=r"split\(s\) \['raw'\], none for 'filtered'"):
+        load_source(DataSource(source="allenai/reward-bench"), "rewardbench", "k", tmp_path)
