@@ -25,9 +25,6 @@ from rlhf_stack.core.progress import Progress
 from stages.s4_evaluate.rm_items import RMItem
 
 
-RENDERINGS = ("policy", "conversation")
-
-
 @dataclass
 class RewardModel:
     model: Any  # transformers *ForSequenceClassification, eval mode
@@ -125,7 +122,7 @@ def score_sequences(rm: RewardModel, sequences: Sequence[Sequence[int]], tokens_
     if own_output and pad_id is not None and rm.model.config.pad_token_id is None:
         rm.model.config.pad_token_id = pad_id  # the classifier finds each row's last token by it
     # Without a pad token a classifier cannot find the last token of a padded row: one sequence per forward pass.
-    budget = tokens_per_batch if pad_id is not None else 1
+    budget = 1 if own_output and pad_id is None else tokens_per_batch
     pad_id = pad_id if pad_id is not None else 0
     backbone = getattr(rm.model, rm.model.base_model_prefix)
     rewards = [0.0] * len(sequences)
