@@ -91,11 +91,12 @@ def test_report_leads_with_the_comparison_and_draws_real_plots(tmp_path):
     path = write_report(run)
     text = path.read_text()
     first_table = text[text.index("|"):].split("\n\n")[0].splitlines()
-    assert first_table[0] == "| variant | RewardBench | RM-Bench hard | AlpacaEval 2 LC WR | MT-Bench |"
+    assert first_table[0] == ("| variant | RewardBench | RM-Bench hard | AlpacaEval 2 WR | AlpacaEval 2 LC WR "
+                              "| MT-Bench |")
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in first_table[2:]}
-    assert rows["rm_distiller"] == ["**100.0†**", "**66.7†**", "**55.0†**", "**6.00**"]
-    assert rows["binary_bt"][0] == "0.0†" and rows["binary_bt"][2:] == ["45.0†", "5.00"]
-    assert rows["initial policy (before PPO)"] == ["—", "—", "41.0†", "4.50"]
+    assert rows["rm_distiller"] == ["**100.0†**", "**66.7†**", "**60.0†**", "**55.0†**", "**6.00**"]
+    assert rows["binary_bt"][0] == "0.0†" and rows["binary_bt"][2:] == ["50.0†", "45.0†", "5.00"]
+    assert rows["initial policy (before PPO)"] == ["—", "—", "40.0†", "41.0†", "4.50"]
     assert "not on the benchmark" in text and "minimal-GLM WR (not LC)" in text and "reference" in text
     for heading in ("## Reward-model benchmarks", "## AlpacaEval 2", "## MT-Bench", "## PPO",
                     "## Reward-model training (distill)", "## Teacher data (synthesize)", "## Wall time"):
@@ -173,5 +174,5 @@ def test_without_the_official_lc_the_lc_column_stays_empty(tmp_path):
     text = write_report(run).read_text()
     first_table = text[text.index("|"):].split("\n\n")[0].splitlines()
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in first_table[2:]}
-    assert rows["rm_distiller"][2] == "—"  # the minimal-GLM figure never stands in for the LC win rate
+    assert rows["rm_distiller"][2:4] == ["**60.0†**", "—"]  # the minimal-GLM figure never stands in for LC
     assert "AlpacaEval LC WR not computed: no df_gamed.csv." in text and "minimal-GLM WR (not LC)" in text

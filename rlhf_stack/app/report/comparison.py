@@ -11,11 +11,12 @@ from rlhf_stack.core.markdown import table as _table
 
 
 def comparison(view: RunView) -> list[str]:
-    """The first table: variant x (RewardBench, RM-Bench hard, AlpacaEval LC WR, MT-Bench)."""
+    """The first table: variant x (RewardBench, RM-Bench hard, AlpacaEval WR and LC WR, MT-Bench)."""
     rows, any_stand_in = [], False
     columns = [("rm", ("benchmarks", "rewardbench", "score"), 1), ("rm", ("benchmarks", "rm_bench", "hard"), 1),
-               ("policy", ("alpaca_eval", "length_controlled_winrate"), 1), ("policy", ("mt_bench", "score"), 2)]
-    header = ["variant", "RewardBench", "RM-Bench hard", "AlpacaEval 2 LC WR", "MT-Bench"]
+               ("policy", ("alpaca_eval", "win_rate"), 1), ("policy", ("alpaca_eval", "length_controlled_winrate"), 1),
+               ("policy", ("mt_bench", "score"), 2)]
+    header = ["variant", "RewardBench", "RM-Bench hard", "AlpacaEval 2 WR", "AlpacaEval 2 LC WR", "MT-Bench"]
     sandbox = [(kind, path, title) for kind, path, title in GROUND_TRUTH_COLUMNS
                if any(gt_value((view.rm_eval if kind == "rm" else view.policy_eval).get(n), path) is not None
                       for n in row_names(view))]
@@ -37,13 +38,13 @@ def comparison(view: RunView) -> list[str]:
         return ["No reward model or policy has been evaluated yet (no finished `s4_evaluate/` folder).", ""]
     header += [title for _, _, title in sandbox]
     if sandbox:  # a sandbox run: leave out the benchmark columns it did not evaluate
-        keep = [0] + [c for c in range(1, len(header)) if c > 4 or any(r[c] != DASH for r in rows)]
+        keep = [0] + [c for c in range(1, len(header)) if c > len(columns) or any(r[c] != DASH for r in rows)]
         header, rows = [header[c] for c in keep], [[r[c] for c in keep] for r in rows]
     _bold_best(rows)
-    benchmarks = any(h in header for h in ("RewardBench", "RM-Bench hard", "AlpacaEval 2 LC WR", "MT-Bench"))
+    benchmarks = any(h in header for h in ("RewardBench", "RM-Bench hard", "AlpacaEval 2 WR", "MT-Bench"))
     notes = ["RewardBench: mean of its sections; RM-Bench hard: plainer chosen vs fancier rejected answers (%); "
-             "AlpacaEval LC WR: length-controlled win rate (%) against the reference named below; MT-Bench: 1-10."
-             ] if benchmarks else []
+             "AlpacaEval WR / LC WR: win rate and alpaca_eval's length-controlled win rate (%) against the reference "
+             "named below; MT-Bench: 1-10."] if benchmarks else []
     missing = sorted({r["alpaca_eval"]["lc_not_computed"] for r in view.policy_eval.values()
                       if r.get("alpaca_eval", {}).get("lc_not_computed")})
     notes += [f"AlpacaEval LC WR not computed: {why}." for why in missing]
