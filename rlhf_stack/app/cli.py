@@ -99,7 +99,8 @@ def serve_rm(checkpoint: Path, port: int, host: str, max_batch: int) -> None:
 @click.argument("model")
 @click.option("--benchmark", required=True, type=click.Choice(RM_BENCHMARKS))
 @click.option("--data", required=True, help="Hub dataset id, or a local file or folder of the official files.")
-@click.option("--out", type=click.Path(path_type=Path), help="Write the breakdown as JSON (per-item rewards beside it).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Write the breakdown as JSON (per-item rewards beside it).")
 @click.option("--split", help="Split to read (default: the benchmark's official one).")
 @click.option("--file", "file_", help="Read only this file of a hub dataset (e.g. total_dataset.json).")
 @click.option("--max-items", type=int, help="Score this many items, round-robin over subsets (a smoke test).")

@@ -105,7 +105,8 @@ def test_validate_checks_a_local_dataset_and_leaves_a_hub_one_to_the_run(tmp_pat
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     bad = subprocess.run([sys.executable, "-c", code, str(tmp_path / "bad.yaml")], capture_output=True, text=True,
                          env=env, cwd=tmp_path, timeout=120)
-    assert bad.returncode == 2 and "data.prompts.columns.prompt" in bad.stderr and "has no column 'prompt'" in bad.stderr
+    assert bad.returncode == 2 and "data.prompts.columns.prompt" in bad.stderr
+    assert "has no column 'prompt'" in bad.stderr
     hub = subprocess.run([sys.executable, "-c", code, str(tmp_path / "hub.yaml")], capture_output=True, text=True,
                          env=env, cwd=tmp_path, timeout=120)
     assert hub.returncode == 0, hub.stderr

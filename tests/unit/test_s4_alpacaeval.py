@@ -92,12 +92,12 @@ def test_the_official_lc_needs_eval_set_rows_and_the_gamed_file(tmp_path):
     annotations = [{"output_1": "r" * int(rng.integers(10, 200)), "output_2": "m" * int(rng.integers(10, 400)),
                     "preference": float(rng.uniform(1, 2)), "index": 20 * i} for i in range(30)]
     both = length_adjusted(annotations, str(gamed), None)
-    alone = official_length_controlled_win_rate([a["output_1"] for a in annotations],
-                                                [a["output_2"] for a in annotations],
-                                                [a["preference"] for a in annotations], [a["index"] for a in annotations],
-                                                str(gamed))
+    column = {key: [a[key] for a in annotations] for key in ("output_1", "output_2", "preference", "index")}
+    alone = official_length_controlled_win_rate(column["output_1"], column["output_2"], column["preference"],
+                                                column["index"], str(gamed))
     assert both["lc_official"] and both["length_controlled_winrate"] == alone["length_controlled_winrate"]
     assert both["minimal_glm_winrate"] is not None and "not the LC win rate" in both["minimal_glm_note"]
-    without_rows = length_adjusted([{k: v for k, v in a.items() if k != "index"} for a in annotations], str(gamed), None)
+    unindexed = [{k: v for k, v in a.items() if k != "index"} for a in annotations]
+    without_rows = length_adjusted(unindexed, str(gamed), None)
     assert without_rows["length_controlled_winrate"] is None and "805" in without_rows["lc_not_computed"]
     assert without_rows["minimal_glm_winrate"] == both["minimal_glm_winrate"]

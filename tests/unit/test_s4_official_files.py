@@ -42,7 +42,8 @@ def test_rm_bench_breakdown_by_hand():
     # Prompts with len(chosen[i]) > len(rejected[j]), rows i, columns j: [[3, 0, 0], [5, 1, 0], [5, 2, 0]]
     # (id 76's concise pair ties at 265: wrong). hard = upper triangle 0/18, normal = diagonal 4/18,
     # easy = lower triangle 12/18, avg = 16/54. Counted the same way, code_filtered.json gives
-    # [[4, 1, 1], [6, 4, 3], [6, 5, 4]] of 6, and the two safety files together [[6, 0, 0], [12, 7, 4], [12, 9, 4]] of 12.
+    # [[4, 1, 1], [6, 4, 3], [6, 5, 4]] of 6, and the two safety files together
+    # [[6, 0, 0], [12, 7, 4], [12, 9, 4]] of 12.
     expected = {
         "chat": {"n": 6, "hard": 0.0, "normal": 4 / 18, "easy": 12 / 18, "avg": 16 / 54},
         "code": {"n": 6, "hard": 5 / 18, "normal": 12 / 18, "easy": 17 / 18, "avg": 34 / 54},
