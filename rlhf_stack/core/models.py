@@ -94,7 +94,7 @@ def _load_tokenizer(folder: str) -> Any | None:
 
     try:
         return AutoTokenizer.from_pretrained(folder)
-    except (OSError, ValueError):  # no tokenizer files: the stage that needs one reports it
+    except Exception:  # no or unreadable tokenizer files: a best-effort check; the stage that needs one reports it
         return None
 
 
