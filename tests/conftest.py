@@ -15,6 +15,10 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 REPO = Path(__file__).resolve().parents[1]
+# Unchanged excerpts of the public benchmark files (RM-Bench, AlpacaEval 2 annotations with leaderboard numbers,
+# RewardBench's section table) are kept with their sources in the team's shared folder beside the checkout.
+BENCHMARK_EXCERPTS = Path(os.environ.get("RLHF_STACK_BENCHMARK_EXCERPTS",
+                                         REPO.parent / "shared" / "data" / "benchmarks"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,3 +37,12 @@ def tiny_model() -> Path:
 @pytest.fixture(scope="session")
 def tiny_policy() -> Path:
     return resolve_model(ModelSpec(source="tiny-random-llama", seed=1), REPO)
+
+
+@pytest.fixture(scope="session")
+def excerpts() -> Path:
+    """The benchmark excerpts' folder; tests that read it are skipped, with the reason, on a checkout without it."""
+    if not BENCHMARK_EXCERPTS.is_dir():
+        pytest.skip(f"no benchmark excerpts at {BENCHMARK_EXCERPTS} "
+                    "(set RLHF_STACK_BENCHMARK_EXCERPTS to their folder)")
+    return BENCHMARK_EXCERPTS

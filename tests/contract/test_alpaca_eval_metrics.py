@@ -95,7 +95,7 @@ def test_annotations_saved_by_the_stage_match_alpaca_eval(tmp_path):
     assert "lc_gamed_file" in results["lc_not_computed"]
 
 
-EXCERPT = REPO.parent / "shared" / "data" / "benchmarks" / "alpaca_eval" / "annotations_gpt-3.5-turbo-1106_excerpt.json"
+EXCERPT = Path("alpaca_eval") / "annotations_gpt-3.5-turbo-1106_excerpt.json"  # in the benchmark excerpts
 
 
 def stand_in_gamed(path: Path, seed: int) -> None:
@@ -110,14 +110,14 @@ def stand_in_gamed(path: Path, seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_official_lc_matches_alpaca_eval_length_controlled_v1_on_published_annotations(seed, tmp_path):
+def test_official_lc_matches_alpaca_eval_length_controlled_v1_on_published_annotations(excerpts, seed, tmp_path):
     """alpaca_eval's published annotations of gpt-3.5-turbo-1106 (30 of 805, every 27th instruction)."""
     import alpaca_eval.metrics.glm_winrate as glm
     from alpaca_eval.metrics import get_winrate
 
     from stages.s4_evaluate.lc_winrate import OFFICIAL_GLM, official_length_controlled_win_rate
 
-    rows = json.loads(EXCERPT.read_text())
+    rows = json.loads((excerpts / EXCERPT).read_text())
     indices = [27 * i for i in range(len(rows))]
     gamed = tmp_path / "df_gamed.csv"
     stand_in_gamed(gamed, seed)

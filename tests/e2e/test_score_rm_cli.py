@@ -11,7 +11,6 @@ import pytest
 from rlhf_stack.app.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-RM_BENCH = REPO.parent / "shared" / "data" / "benchmarks" / "rm_bench"
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +36,12 @@ def reward_bench_reward(model, tok, prompt: str, answer: str) -> float:
         return model(**tok(text, return_tensors="pt")).logits[0, 0].item()
 
 
-def test_score_rm_prints_and_writes_the_official_rm_bench_breakdown(foreign_rm, tmp_path, capsys):
+def test_score_rm_prints_and_writes_the_official_rm_bench_breakdown(excerpts, foreign_rm, tmp_path, capsys):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     out = tmp_path / "results.json"
-    code = main(["score-rm", str(foreign_rm), "--benchmark", "rm_bench", "--data", str(RM_BENCH), "--out", str(out),
+    code = main(["score-rm", str(foreign_rm), "--benchmark", "rm_bench", "--data", str(excerpts / "rm_bench"),
+                 "--out", str(out),
                  "--tokens-per-batch", "8192"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -55,7 +55,7 @@ def test_score_rm_prints_and_writes_the_official_rm_bench_breakdown(foreign_rm, 
     model = AutoModelForSequenceClassification.from_pretrained(foreign_rm).eval()
     tok = AutoTokenizer.from_pretrained(foreign_rm)
     saved = {(s["group"], s["id"]): s for s in map(json.loads, (tmp_path / "results.scores.jsonl").open())}
-    for row in json.loads((RM_BENCH / "chat_filtered.json").read_text()):
+    for row in json.loads((excerpts / "rm_bench" / "chat_filtered.json").read_text()):
         ours = saved[("chat", str(row["id"]))]
         assert ours["chosen"] == pytest.approx([reward_bench_reward(model, tok, row["prompt"], a)
                                                 for a in row["chosen"]], abs=1e-4)

@@ -14,8 +14,6 @@ from stages.s4_evaluate.rm_items import to_items
 from stages.s4_evaluate.rm_metrics import REWARDBENCH_SECTIONS, official_breakdown, rm_bench
 
 REPO = Path(__file__).resolve().parents[2]
-BENCHMARKS = REPO.parent / "shared" / "data" / "benchmarks"
-RM_BENCH = BENCHMARKS / "rm_bench"
 KEY = "evaluate.rm_benchmarks.rm_bench"
 
 
@@ -25,15 +23,17 @@ def length_rewards(items):
              "rejected": [len(r) for r in it.rejected]} for it in items]
 
 
-def test_per_domain_files_take_their_domain_from_the_file_name():
-    items = to_items(load_source(DataSource(source=str(RM_BENCH)), "rm_bench", KEY, REPO).rows, "rm_bench", KEY)
+def test_per_domain_files_take_their_domain_from_the_file_name(excerpts):
+    rows = load_source(DataSource(source=str(excerpts / "rm_bench")), "rm_bench", KEY, REPO).rows
+    items = to_items(rows, "rm_bench", KEY)
     counts = {g: sum(it.group == g for it in items) for g in {it.group for it in items}}
     # Their `subset` field holds the source sets (alpacaeval, bigcode/humanevalpack, xstest-should-refuse, ...).
     assert counts == {"chat": 6, "code": 6, "safety-refuse": 6, "safety-response": 6}
 
 
-def test_rm_bench_breakdown_by_hand():
-    items = to_items(load_source(DataSource(source=str(RM_BENCH)), "rm_bench", KEY, REPO).rows, "rm_bench", KEY)
+def test_rm_bench_breakdown_by_hand(excerpts):
+    rows = load_source(DataSource(source=str(excerpts / "rm_bench")), "rm_bench", KEY, REPO).rows
+    items = to_items(rows, "rm_bench", KEY)
     got = official_breakdown("rm_bench", rm_bench(length_rewards(items)))
     # Character lengths (chosen | rejected, styles concise, detailed plain, detailed markdown) of chat_filtered.json:
     #   id   8: 157 1917 2100 | 164 1966 2122      id 359:  79  636  709 |  77  715  736
@@ -58,10 +58,10 @@ def test_rm_bench_breakdown_by_hand():
     assert got["total"]["avg"] == pytest.approx(100 * (16 / 54 + 34 / 54 + 54 / 108) / 3)  # 47.53
 
 
-def test_a_hub_download_is_read_like_the_local_copy(tmp_path, monkeypatch):
+def test_a_hub_download_is_read_like_the_local_copy(excerpts, tmp_path, monkeypatch):
     """The hub path downloads the dataset's files and hands the folder to the local reader."""
     snapshot = tmp_path / "snapshot"
-    shutil.copytree(RM_BENCH, snapshot / "data")
+    shutil.copytree(excerpts / "rm_bench", snapshot / "data")
     asked = {}
 
     def fake_snapshot(repo_id, **kwargs):  # stands in for the network only: the same files, a hub-like layout
@@ -70,14 +70,14 @@ def test_a_hub_download_is_read_like_the_local_copy(tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
     hub = load_source(DataSource(source="THU-KEG/RM-Bench"), "rm_bench", KEY, tmp_path)
-    local = load_source(DataSource(source=str(RM_BENCH)), "rm_bench", KEY, tmp_path)
+    local = load_source(DataSource(source=str(excerpts / "rm_bench")), "rm_bench", KEY, tmp_path)
     assert asked["repo_id"] == "THU-KEG/RM-Bench" and asked["repo_type"] == "dataset"
     assert to_items(hub.rows, "rm_bench", KEY) == to_items(local.rows, "rm_bench", KEY)
     assert hub.description == "hub THU-KEG/RM-Bench split train"
 
 
-def test_a_file_without_domain_named_after_none_is_an_error_naming_file_and_row(tmp_path):
-    rows = json.loads((RM_BENCH / "chat_filtered.json").read_text())
+def test_a_file_without_domain_named_after_none_is_an_error_naming_file_and_row(excerpts, tmp_path):
+    rows = json.loads((excerpts / "rm_bench" / "chat_filtered.json").read_text())
     (tmp_path / "my_chat.json").write_text(json.dumps(rows))
     with pytest.raises(RecipeError) as err:
         to_items(load_source(DataSource(source="my_chat.json"), "rm_bench", KEY, tmp_path).rows, "rm_bench", KEY)
@@ -95,16 +95,16 @@ def test_hub_split_files_are_chosen_by_name(tmp_path, monkeypatch):
     assert [r["id"] for r in loaded.rows] == [1]
 
 
-def test_rewardbench_weights_are_the_published_example_counts():
-    published = json.loads((BENCHMARKS / "rewardbench" / "section_scoring.json").read_text())
+def test_rewardbench_weights_are_the_published_example_counts(excerpts):
+    published = json.loads((excerpts / "rewardbench" / "section_scoring.json").read_text())
     ours = {section: dict(weights) for section, weights in REWARDBENCH_SECTIONS.items()}
     theirs = {section: {s: published["EXAMPLE_COUNTS"][s] for s in subsets}
               for section, subsets in published["SUBSET_MAPPING"].items()}
     assert ours == theirs
 
 
-def test_bad_benchmark_files_name_file_row_and_column(tmp_path):
-    rows = json.loads((RM_BENCH / "code_filtered.json").read_text())
+def test_bad_benchmark_files_name_file_row_and_column(excerpts, tmp_path):
+    rows = json.loads((excerpts / "rm_bench" / "code_filtered.json").read_text())
     del rows[2]["chosen"]
     (tmp_path / "code_filtered.json").write_text(json.dumps(rows))
     with pytest.raises(RecipeError, match=r"code_filtered.json row 2: no column 'chosen'"):
