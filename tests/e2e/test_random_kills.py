@@ -43,6 +43,7 @@ DETERMINISTIC = {"s2_distill/binary_bt", "s3_ppo/binary_bt", "s4_evaluate/rm/bin
 TIMING_KEYS = {"pairs_per_s", "tokens_per_s", "tstamp", "rollout_s", "train_s", "iteration_s"}
 ID_KEYS = ("id", "step", "iteration", "final", "question_id", "turn", "instruction")
 JOURNALS = ("s1_synthesize/_work/requests.jsonl", "s4_evaluate/policy/*/_work/generations.jsonl")
+S1_STATS = "s1_synthesize/stats.json"
 pytestmark = pytest.mark.slow
 
 
@@ -52,9 +53,8 @@ def test_random_kills_lose_and_duplicate_nothing(tiny_reference, tmp_path, capsy
     plan = kill_plan(folders, [j.stage for j in jobs], tiny_reference, random.Random(SEED))
     run_dir = tmp_path / "killed"
     kills, journal_at_kill = [], []
-    for attempt, (target, offset_s) in enumerate(plan):
-        kill = run_until_killed(run_dir, tmp_path / f"attempt-{attempt}.log", target, offset_s, folders,
-                                second_run=attempt == 0)
+    for attempt, point in enumerate(plan):
+        kill = run_until_killed(run_dir, tmp_path / f"attempt-{attempt}.log", point, folders, second_run=attempt == 0)
         if attempt == 0:  # a second `run` while the first held the folder
             assert kill.second.returncode == 2, kill.second.stderr[-2000:]
             assert f"pid {kill.pid} on host" in kill.second.stderr, kill.second.stderr[-2000:]
@@ -87,16 +87,28 @@ def test_random_kills_lose_and_duplicate_nothing(tiny_reference, tmp_path, capsy
     check_tampering_is_caught(run_dir, folders, capsys)
 
 
-def kill_plan(folders: list[str], stages: list[str], reference: Path, rng: random.Random) -> list[tuple[int, float]]:
-    """Kill points as (job index, seconds after that job starts), KILLS_PER_STAGE of them in each stage: a job is
-    drawn by its share of the stage's time in the uninterrupted run, the moment uniformly within its time. The last
-    job is never a target, so a kill that comes after its target job finished still finds work to kill."""
+@dataclass(order=True)
+class KillPoint:
+    job: int  # index of the job in pipeline order
+    after_requests: int  # finished teacher requests in the s1 journal before the clock starts (s1 only)
+    offset_s: float  # then this long
+
+
+def kill_plan(folders: list[str], stages: list[str], reference: Path, rng: random.Random) -> list[KillPoint]:
+    """KILLS_PER_STAGE kill points in each stage. In synthesize, after a random number of finished teacher
+    requests (of those the uninterrupted run sent) and up to a second more. Elsewhere, a job drawn by its share of
+    the stage's time in the uninterrupted run, and a moment uniformly within that time. The last job is never a
+    target, so a kill that comes after its target job finished still finds work to kill."""
     wall = [read_manifest(reference / folder).wall_time_s for folder in folders]
+    requests = sum(s["sent"] for s in json.loads((reference / S1_STATS).read_text())["requests"].values())
     plan = []
     for stage, n in KILLS_PER_STAGE.items():
         index = [i for i, s in enumerate(stages) if s == stage and i < len(folders) - 1]
         for i in rng.choices(index, weights=[max(wall[i], 0.5) for i in index], k=n):
-            plan.append((i, rng.uniform(0.0, min(wall[i], MAX_OFFSET_S))))
+            if folders[i] == JOURNALS[0].split("/")[0]:
+                plan.append(KillPoint(i, rng.randint(1, requests - 1), rng.uniform(0.0, 1.0)))
+            else:
+                plan.append(KillPoint(i, 0, rng.uniform(0.0, min(wall[i], MAX_OFFSET_S))))
     return sorted(plan)
 
 
@@ -114,11 +126,10 @@ def start(run_dir: Path, log, **popen) -> subprocess.Popen:
                             **({"stdout": log, "stderr": subprocess.STDOUT} if log else popen))
 
 
-def run_until_killed(run_dir: Path, log_path: Path, target: int, offset_s: float, folders: list[str],
-                     second_run: bool) -> Kill:
-    """Runs the recipe until `offset_s` after job `target` (or a later one) started, then SIGKILLs the run and the
-    Ray it started. With `second_run`, a second `run` starts once the first holds the lock, and the kill waits
-    for it to return."""
+def run_until_killed(run_dir: Path, log_path: Path, point: KillPoint, folders: list[str], second_run: bool) -> Kill:
+    """Runs the recipe until the kill point (or a later job) is reached, then SIGKILLs the run and the Ray it
+    started. With `second_run`, a second `run` starts once the first holds the lock, and the kill waits for it to
+    return."""
     started = re.compile(rf"run \w+ -> {re.escape(str(run_dir))}/(\S+) \(hash")
     with open(log_path, "w") as log:
         proc = start(run_dir, log)
@@ -128,9 +139,10 @@ def run_until_killed(run_dir: Path, log_path: Path, target: int, offset_s: float
             text = log_path.read_text(errors="replace")
             for match in started.finditer(text, seen):
                 current = folders.index(match.group(1))
-                if kill_at is None and current >= target:
-                    kill_at = time.monotonic() + offset_s
             seen = text.rfind("\n") + 1
+            if kill_at is None and current is not None and (current > point.job or (
+                    current == point.job and len(finished_ids(run_dir / JOURNALS[0])) >= point.after_requests)):
+                kill_at = time.monotonic() + point.offset_s
             if second_run and second is None and f'"pid": {proc.pid},' in _text(run_dir / LOCK):
                 second = start(run_dir, None, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             waiting = second_run and (second is None or second.poll() is None)
