@@ -65,17 +65,25 @@ def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
               help="Run this stage and the ones after it.")
 @click.option("--fresh", is_flag=True, help="Rerun the selected stages even if their outputs are current.")
 @click.option("--dry-run", is_flag=True, help="Prepare the selected stages' launch plans; publish nothing.")
+@click.option("--rebuild-corrupt", is_flag=True,
+              help="Rebuild finished folders whose files changed after they were published (else the run stops).")
 def run(recipe: Path, overrides: tuple[str, ...], only: str | None, from_stage: str | None, fresh: bool,
-        dry_run: bool) -> None:
-    """Run a recipe's stages in order, skipping those whose outputs are current."""
-    run_recipe(recipe, overrides, only=only, from_stage=from_stage, fresh=fresh, dry_run=dry_run)
+        dry_run: bool, rebuild_corrupt: bool) -> None:
+    """Run a recipe's stages in order, skipping those whose outputs are current.
+
+    Holds the run folder's lock: a second `run` on the same folder exits with code 2.
+    """
+    run_recipe(recipe, overrides, only=only, from_stage=from_stage, fresh=fresh, dry_run=dry_run,
+               rebuild_corrupt=rebuild_corrupt)
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-def status(run_dir: Path) -> None:
-    """Show each stage folder of a run: done, stale, partial or missing."""
-    print_status(run_dir)
+@click.option("--verify", is_flag=True,
+              help="Check every finished folder's files against its manifest; exit 1 if one is corrupt.")
+def status(run_dir: Path, verify: bool) -> None:
+    """Show each stage folder of a run: done, stale, partial, missing (or corrupt, with --verify)."""
+    print_status(run_dir, verify=verify)
 
 
 @cli.command()
@@ -126,7 +134,7 @@ def submit(recipe: Path, overrides: tuple[str, ...], address: str, no_follow: bo
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 for a bad recipe)."""
+    """Entry point; returns the exit code (2 for a bad recipe or a run folder another run is writing)."""
     try:
         cli.main(args=argv, prog_name="rlhf-stack", standalone_mode=False)
     except RlhfStackError as e:

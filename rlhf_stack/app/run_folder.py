@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,3 +47,14 @@ def load_run(run_dir: Path) -> RecipeBase:
         raise ArtifactError(f"{run_dir} has no {RUN_INFO}: not a run folder written by `rlhf-stack run`")
     info = json.loads(info_path.read_text())
     return load_recipe(run_dir / RESOLVED, base_dir=Path(info["base_dir"]))
+
+
+def rerun_command(path: Path | str, overrides: Sequence[str]) -> str:
+    """The `rlhf-stack run` command line that runs this recipe with these overrides again."""
+    return shlex.join(["rlhf-stack", "run", str(path), *(a for o in overrides for a in ("--set", o))])
+
+
+def recorded_rerun_command(run_dir: Path) -> str:
+    """The command that reruns the recipe a run folder was written by (from its run.json)."""
+    info = json.loads((run_dir / RUN_INFO).read_text())
+    return rerun_command(info["recipe"], info["overrides"])

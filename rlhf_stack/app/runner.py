@@ -14,12 +14,13 @@ import click
 from ray_cluster.session import shutdown
 from rlhf_stack.app.recipe import RecipeBase, load_recipe, sweep_cells
 from rlhf_stack.app.report import write_report
-from rlhf_stack.app.run_folder import SWEEP_INFO, load_run, write_run_files
+from rlhf_stack.app.run_folder import SWEEP_INFO, load_run, recorded_rerun_command, rerun_command, write_run_files
 from rlhf_stack.app.sweep import reuse_finished
 from rlhf_stack.app.sweep_config import CELLS
 from rlhf_stack.core.artifacts import write_json_atomic
-from rlhf_stack.core.errors import ArtifactError
-from rlhf_stack.core.pipeline import Job, job_states, run_jobs
+from rlhf_stack.core.errors import ArtifactError, CorruptArtifactError
+from rlhf_stack.core.pipeline import Job, JobState, job_states, run_jobs
+from rlhf_stack.core.run_lock import hold_run_lock
 
 log = logging.getLogger("rlhf_stack")
 
@@ -40,12 +41,20 @@ def selected_stages(recipe: RecipeBase, only: str | None, from_stage: str | None
 
 
 def run_recipe(path: Path, overrides: Sequence[str], *, only: str | None = None, from_stage: str | None = None,
-               fresh: bool = False, dry_run: bool = False) -> dict[str, str]:
+               fresh: bool = False, dry_run: bool = False, rebuild_corrupt: bool = False) -> dict[str, str]:
+    """Runs the selected stages while holding the run folder's lock (a second run on it is refused)."""
     recipe = load_recipe(path, overrides)
     selected = selected_stages(recipe, only, from_stage)
-    write_run_files(recipe, path, overrides)
-    if recipe.sweep is not None:
-        return _run_sweep(recipe, path, overrides, selected, fresh=fresh, dry_run=dry_run)
+    command = rerun_command(path, overrides)
+    with hold_run_lock(recipe.run_path, command):
+        write_run_files(recipe, path, overrides)
+        options = {"fresh": fresh, "dry_run": dry_run, "rebuild_corrupt": rebuild_corrupt, "rerun_command": command}
+        if recipe.sweep is not None:
+            return _run_sweep(recipe, path, overrides, selected, **options)
+        return _run(recipe, selected, **options)
+
+
+def _run(recipe: RecipeBase, selected: set[str], *, dry_run: bool, **options) -> dict[str, str]:
     wall: dict[str, float] = defaultdict(float)
 
     def on_job(job: Job, outcome: str, seconds: float) -> None:
@@ -53,7 +62,7 @@ def run_recipe(path: Path, overrides: Sequence[str], *, only: str | None = None,
 
     start = time.perf_counter()
     try:
-        outcomes = run_jobs(recipe, recipe.jobs(), selected, fresh=fresh, dry_run=dry_run, on_job=on_job)
+        outcomes = run_jobs(recipe, recipe.jobs(), selected, dry_run=dry_run, on_job=on_job, **options)
     finally:
         shutdown()
     _echo_report(recipe.run_path, selected, dry_run)
@@ -69,7 +78,7 @@ def _echo_report(run_dir: Path, selected: set[str], dry_run: bool) -> None:
 
 
 def _run_sweep(recipe: RecipeBase, path: Path, overrides: Sequence[str], selected: set[str], *, fresh: bool,
-               dry_run: bool) -> dict[str, str]:
+               dry_run: bool, **options) -> dict[str, str]:
     """Runs every cell in order (rlhf_stack/app/sweep.py); returns `cells/<cell>/<folder>` -> outcome."""
     cells = sweep_cells(recipe, str(path))
     info_path = recipe.run_path / SWEEP_INFO
@@ -85,7 +94,7 @@ def _run_sweep(recipe: RecipeBase, path: Path, overrides: Sequence[str], selecte
                 entry["reused"].update(reuse_finished(cell, cells[:i]))
                 write_json_atomic(info_path, info)  # a kill mid-cell keeps the record of what was copied
             cell_start = time.perf_counter()
-            ran = run_jobs(cell.recipe, cell.recipe.jobs(), selected, fresh=fresh, dry_run=dry_run)
+            ran = run_jobs(cell.recipe, cell.recipe.jobs(), selected, fresh=fresh, dry_run=dry_run, **options)
             for folder, outcome in ran.items():  # a folder that ran here is no longer a copy
                 if outcome == "ran":
                     entry["reused"].pop(folder, None)
@@ -101,12 +110,26 @@ def _run_sweep(recipe: RecipeBase, path: Path, overrides: Sequence[str], selecte
     return outcomes
 
 
-def print_status(run_dir: Path) -> None:
+def print_status(run_dir: Path, *, verify: bool = False) -> None:
+    """One line per job folder; with `verify`, folders changed since they were published show as corrupt (and
+    the command ends with an error naming the command that rebuilds them). Takes no lock: a run may be writing."""
     recipe = load_run(run_dir)
     if recipe.sweep is None:
-        for st in job_states(recipe.jobs(), run_dir):
-            click.echo(f"{st.job.folder:<32} {st.state}")
-        return
-    for cell in sweep_cells(recipe):
-        for st in job_states(cell.recipe.jobs(), run_dir / CELLS / cell.name):
-            click.echo(f"{CELLS}/{cell.name}/{st.job.folder:<32} {st.state}")
+        states = [("", st) for st in job_states(recipe.jobs(), run_dir, verify=verify)]
+    else:
+        states = [(f"{CELLS}/{cell.name}/", st) for cell in sweep_cells(recipe)
+                  for st in job_states(cell.recipe.jobs(), run_dir / CELLS / cell.name, verify=verify)]
+    for prefix, st in states:
+        click.echo(f"{prefix}{st.job.folder:<32} {st.state}{_first_problem(st)}")
+    corrupt = [prefix + st.job.folder for prefix, st in states if st.state == "corrupt"]
+    if corrupt:
+        raise CorruptArtifactError(
+            f"{len(corrupt)} folder(s) of {run_dir} changed after they were published ({', '.join(corrupt)}); "
+            f"rebuild them with: {recorded_rerun_command(run_dir)} --rebuild-corrupt")
+
+
+def _first_problem(st: JobState) -> str:
+    if not st.problems:
+        return ""
+    more = f" and {len(st.problems) - 1} more" if len(st.problems) > 1 else ""
+    return f"  ({st.problems[0]}{more})"

@@ -1,7 +1,8 @@
 """Stage folders and their manifests: a folder is finished only when its manifest.json exists.
 
 The manifest is written last and atomically. It records what produced the folder (kind, schema, config hash,
-input digests) and a sha256 of every file, so a later stage can tell whether its inputs changed.
+input digests) and the size and sha256 of every file, so a later stage can tell whether its inputs changed, and
+`verify_artifact` whether a file changed after the folder was published.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from rlhf_stack.core.config import StrictModel
 from rlhf_stack.core.errors import ArtifactError
+from rlhf_stack.core.file_check import CACHE, RACY_MARGIN_S, FileProblem, HashCache, check_files, sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -31,6 +33,7 @@ class Manifest(StrictModel):
     config_hash: str  # hash(job key + input digests + external file digests): decides skip/rerun
     inputs: dict[str, str]  # upstream folder -> its digest (the lineage)
     files: dict[str, str]  # relative path -> sha256
+    sizes: dict[str, int] = {}  # relative path -> bytes (empty in manifests written before sizes were recorded)
     summary: dict[str, Any] = {}  # for people and the report
     wall_time_s: float
     created_at: str
@@ -49,22 +52,20 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_bytes):
-            h.update(block)
-    return h.hexdigest()
+def artifact_files(folder: Path) -> list[str]:
+    """Every file under `folder` that belongs to the artifact: all but the manifest, its check cache and scratch."""
+    out = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if (path.is_file() and rel not in (MANIFEST, CACHE) and not rel.startswith(SCRATCH + "/")
+                and "/" + SCRATCH + "/" not in rel):
+            out.append(rel)
+    return out
 
 
 def hash_files(folder: Path) -> dict[str, str]:
-    """sha256 of every file under `folder`, except the manifest and the scratch folder."""
-    out = {}
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder).as_posix()
-        if path.is_file() and rel != MANIFEST and not rel.startswith(SCRATCH + "/") and "/" + SCRATCH + "/" not in rel:
-            out[rel] = sha256_file(path)
-    return out
+    """sha256 of every file of the artifact in `folder`."""
+    return {rel: sha256_file(folder / rel) for rel in artifact_files(folder)}
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -111,6 +112,19 @@ def open_artifact(folder: Path, kind: str) -> Manifest:
     return manifest
 
 
+def verify_artifact(folder: Path, manifest: Manifest, *, save_cache: bool,
+                    racy_margin_s: float = RACY_MARGIN_S) -> tuple[list[FileProblem], int]:
+    """Checks every file of a finished folder against its manifest: (problems, bytes read to check them).
+
+    Only the process that may write the folder (the one holding the run lock) saves the check cache.
+    """
+    cache = HashCache(folder, racy_margin_s=racy_margin_s)
+    problems = check_files(cache, artifact_files(folder), manifest.files, manifest.sizes)
+    if save_cache:
+        cache.save()
+    return problems, cache.hashed_bytes
+
+
 def publish(
     folder: Path,
     *,
@@ -124,6 +138,9 @@ def publish(
 ) -> Manifest:
     """Hash the folder's files and write its manifest last; the scratch folder is removed first."""
     shutil.rmtree(folder / SCRATCH, ignore_errors=True)
+    cache = HashCache(folder)
+    facts = {rel: cache.sha256_and_size(rel) for rel in artifact_files(folder)}
+    cache.save()
     manifest = Manifest(
         kind=kind,
         schema_version=SCHEMA_VERSION,
@@ -131,7 +148,8 @@ def publish(
         folder=rel_folder,
         config_hash=config_hash,
         inputs=inputs,
-        files=hash_files(folder),
+        files={rel: sha for rel, (sha, _) in facts.items()},
+        sizes={rel: size for rel, (_, size) in facts.items()},
         summary=summary,
         wall_time_s=round(wall_time_s, 3),
         created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

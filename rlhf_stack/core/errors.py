@@ -40,6 +40,20 @@ class ArtifactError(RlhfStackError):
     """A stage folder that is missing, unfinished or of the wrong kind."""
 
 
+class CorruptArtifactError(ArtifactError):
+    """A finished folder whose files no longer match its manifest."""
+
+
+class DiskFullError(ArtifactError):
+    """A job could not write its folder: no space left (or over quota)."""
+
+
+class RunLockedError(RlhfStackError):
+    """Another `rlhf-stack run` is writing the same run folder."""
+
+    exit_code = 2
+
+
 class ModelError(RlhfStackError):
     """A model reference that cannot be turned into a local folder."""
 

@@ -30,10 +30,15 @@ class RequestLog:
         self.done: dict[str, Answer] = {}
         self._lock = threading.Lock()
         if path.exists():
-            for line in path.read_text().splitlines():
+            data = path.read_bytes()
+            finished = data[: data.rfind(b"\n") + 1]
+            if len(finished) < len(data):  # a line cut short by a kill: cut it off, so the next one starts clean
+                with open(path, "r+b") as f:
+                    f.truncate(len(finished))
+            for line in finished.decode().splitlines():
                 try:
                     row = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by a kill: that request runs again
+                except json.JSONDecodeError:  # garbled (by an older version's append after a cut line): asked again
                     continue
                 key = row.pop("id")
                 self.done[key] = Answer(**row)

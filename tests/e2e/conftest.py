@@ -1,8 +1,14 @@
-"""A real two-node Ray cluster on 127.0.0.1, shared by the end-to-end tests that ask for it."""
+"""Shared by the end-to-end tests that ask for them: a real two-node Ray cluster on 127.0.0.1, and one
+uninterrupted run of the tiny recipe."""
+
+from pathlib import Path
 
 import pytest
 
 from ray_cluster.launch.local import LocalCluster
+from rlhf_stack.app.cli import main
+
+TINY = Path(__file__).resolve().parents[2] / "recipes" / "tiny.yaml"
 
 # The head declares a node dead after 4 failed health checks 0.5 s apart (about 3 s) instead of Ray's 5 x 3 s, so
 # the tests that stop a node wait less. A check fails only when the node does not answer at all.
@@ -31,3 +37,11 @@ def cluster(two_node_cluster):
     if not any(worker.alive for worker in two_node_cluster.workers):
         two_node_cluster.add_worker()
     return two_node_cluster
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory) -> Path:
+    """recipes/tiny.yaml run once through the CLI, never interrupted. Read-only: a test that changes it copies it."""
+    run_dir = tmp_path_factory.mktemp("tiny_reference")
+    assert main(["run", str(TINY), "--set", f"run_dir={run_dir}"]) == 0
+    return run_dir

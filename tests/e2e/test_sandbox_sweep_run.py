@@ -104,3 +104,5 @@ def test_a_second_run_skips_every_cell_and_status_lists_them(sweep_run, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(manifests) == 2 * len(load_recipe(RECIPE).distill.variants) * 4 + 2 * 3
     assert all(line.split()[-1] == "done" for line in lines)
+    assert main(["status", str(sweep_run), "--verify"]) == 0  # cells copied from earlier cells check out too
+    assert capsys.readouterr().out.splitlines() == lines

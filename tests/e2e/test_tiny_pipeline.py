@@ -1,5 +1,6 @@
 """The whole pipeline through the CLI on tiny models: every folder published, the report written, reruns skip."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,10 @@ TINY = REPO / "recipes" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("tiny_run")
-    assert main(["run", str(TINY), "--set", f"run_dir={run_dir}"]) == 0
+def tiny_run(tmp_path_factory, tiny_reference) -> Path:
+    """A copy of the shared uninterrupted run: the tests below rerun it with changed values."""
+    run_dir = tmp_path_factory.mktemp("tiny_run") / "run"
+    shutil.copytree(tiny_reference, run_dir)
     return run_dir
 
 

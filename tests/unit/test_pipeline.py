@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rlhf_stack.core.artifacts import read_manifest
-from rlhf_stack.core.errors import ArtifactError
+from rlhf_stack.core.errors import ArtifactError, CorruptArtifactError
 from rlhf_stack.core.pipeline import Job, job_states, run_jobs
 from rlhf_stack.app.recipe import load_recipe
 
@@ -71,6 +71,35 @@ def test_fresh_reruns(tmp_path):
     run_jobs(recipe, _jobs(), {"synthesize", "distill"})
     run_jobs(recipe, _jobs(), {"synthesize"}, fresh=True)
     assert CALLS == ["a", "b", "a"]
+
+
+def test_a_changed_input_stops_the_run_before_any_job_and_names_file_stage_and_command(tmp_path):
+    recipe, CALLS[:] = _recipe(tmp_path), []
+    run_jobs(recipe, _jobs(), {"synthesize", "distill"})
+    with open(tmp_path / "a" / "a.txt", "a") as f:
+        f.write("x")
+    assert [s.state for s in job_states(_jobs(), tmp_path, verify=True)] == ["corrupt", "done"]
+    assert [s.state for s in job_states(_jobs(), tmp_path)] == ["done", "done"]  # without verify: manifests only
+    for selected in ({"synthesize", "distill"}, {"distill"}):
+        with pytest.raises(CorruptArtifactError) as e:
+            run_jobs(recipe, _jobs(), selected, rerun_command="rlhf-stack run r.yaml")
+        assert str(e.value) == (
+            f"{tmp_path / 'a' / 'a.txt'}: 2 bytes, the manifest says 1. {tmp_path / 'a'} was published by the "
+            "synthesize stage and has changed since; the stages that read it would use data it did not produce. "
+            "Rebuild it with: rlhf-stack run r.yaml --from synthesize --rebuild-corrupt")
+    assert CALLS == ["a", "b"]  # nothing ran
+
+
+def test_rebuild_corrupt_reruns_the_changed_folder_and_only_what_its_new_output_changes(tmp_path):
+    recipe, CALLS[:] = _recipe(tmp_path), []
+    run_jobs(recipe, _jobs(), {"synthesize", "distill"})
+    (tmp_path / "a" / "a.txt").write_text("9")
+    with pytest.raises(CorruptArtifactError):  # only a selected folder is rebuilt; an input is not
+        run_jobs(recipe, _jobs(), {"distill"}, rebuild_corrupt=True)
+    CALLS[:] = []
+    assert run_jobs(recipe, _jobs(), {"synthesize", "distill"}, rebuild_corrupt=True) == {"a": "ran", "b": "skipped"}
+    assert CALLS == ["a"]  # a wrote what it wrote before, so b's input digest is unchanged
+    assert [s.state for s in job_states(_jobs(), tmp_path, verify=True)] == ["done", "done"]
 
 
 KILLABLE = textwrap.dedent('''
