@@ -102,8 +102,9 @@ def iter_jsonl(path: Path, schema: type[T]) -> Iterator[T]:
                     raise ValueError(f"{path}:{line_no}: not a valid {schema.__name__}: {e}") from e
 
 
-def write_jsonl(path: Path, records: Iterable[BaseModel | dict]) -> int:
-    """Writes all records atomically; returns how many."""
-    lines = [r.model_dump_json() if isinstance(r, BaseModel) else json.dumps(r, sort_keys=True) for r in records]
+def write_jsonl(path: Path, records: Iterable[BaseModel | dict], *, exclude_none: bool = False) -> int:
+    """Writes all records atomically (leaving out unset optional fields when asked); returns how many."""
+    lines = [r.model_dump_json(exclude_none=exclude_none) if isinstance(r, BaseModel) else json.dumps(r, sort_keys=True)
+             for r in records]
     write_atomic(path, "".join(line + "\n" for line in lines))
     return len(lines)

@@ -87,7 +87,7 @@ def write_sandbox_prompts(path: Path, seed: int, count: int) -> tuple[Path, Path
     prompts = sandbox_prompts(seed, count)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_jsonl(path, [p.record() for p in prompts])
+    write_jsonl(path, [p.record() for p in prompts], exclude_none=True)  # a prompt file: {id, prompt, category}
     write_jsonl(constraints_path(path), [p.to_json() for p in prompts])
     return path, constraints_path(path)
 

@@ -54,8 +54,8 @@ def test_prompt_text_and_category():
     item = SandboxPrompt("x1", "Explain tides.", (Lowercase(), IncludeKeywords(("moon",))))
     assert item.prompt == ("Explain tides. Write your whole answer in lowercase letters, without a single capital "
                            'letter. Use the word "moon" in your answer.')
-    assert item.record().model_dump() == {"id": "x1", "prompt": item.prompt,
-                                          "category": "include_keywords+lowercase"}
+    assert item.record().model_dump(exclude_none=True) == {"id": "x1", "prompt": item.prompt,
+                                                            "category": "include_keywords+lowercase"}
 
 
 def test_written_files_load_as_prompts_split_by_the_recipe_and_as_constraints(tmp_path):
