@@ -69,10 +69,11 @@ def _greedy_from_engine(engine: VLLMEngine, prompts, max_new_tokens: int) -> lis
 def _greedy_in_process(policy, tok, prompts, max_new_tokens: int) -> list[list[int]]:
     out = []
     for p in prompts:
-        ids = policy.generate(torch.tensor([p.token_ids]), attention_mask=torch.ones(1, len(p.token_ids),
-                                                                                     dtype=torch.long), do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
-                              pad_token_id=tok.pad_token_id)
-        out.append(cut_at_eos(ids[0, len(p.token_ids):].tolist(), tok.eos_token_id)[0])
+        ids = torch.tensor([p.token_ids])
+        generated = policy.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                    max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
+                                    pad_token_id=tok.pad_token_id)
+        out.append(cut_at_eos(generated[0, len(p.token_ids):].tolist(), tok.eos_token_id)[0])
     return out
 
 
