@@ -8,14 +8,14 @@
 #   ray_cluster/gpu_smoke.sh --check         # everything before CUDA: tools, recipe, dry run; no GPU needed
 #
 # Environment: PYTHON (interpreter that makes the venv, default python3), VENV (default .venv-gpu), RECIPE,
-# RUN_DIR (default runs/gpu_smoke), RLHF_STACK_CACHE (converted models; default .cache).
+# RUN_DIR (default runs/gpu_smoke), RLHF_STACK_CACHE (converted models; default .cache), FLASH_ATTN=1.
 #
 # What it installs (the same stack the CPU development environment pins, in its CUDA builds): vllm 0.32.0 from
 # PyPI, which brings its CUDA torch; the project; DeepSpeed, Ray and the imports OpenRLHF needs; openrlhf 0.11.2
-# without its dependencies (it pins transformers 5.15.0, vLLM 0.32 needs >= 5.16.1; its loaders and trainer run on
+# without its dependencies (it pins transformers 5.15.0, vLLM 0.32 needs a newer one; its loaders and trainer run on
 # the newer one, tests/contract). OpenRLHF also imports flash-attn, which builds only against a local CUDA
-# toolkit: a prebuilt wheel is tried first; failing that, the recipe's attention (sdpa) needs only flash-attn's
-# padding helpers, and the project's pure-torch versions of them (tests/contract/flash_attn_standin) stand in.
+# toolkit (FLASH_ATTN=1 tries, up to 30 min); the recipe's attention (sdpa) needs only flash-attn's padding helpers
+# at import time, and the project's pure-torch versions of them (tests/contract/flash_attn_standin) stand in.
 # Exit status: 0 all stages passed (or --check passed), 1 a stage failed, 2 no usable GPU, 3 cannot install.
 set -uo pipefail
 
@@ -32,7 +32,7 @@ for arg in "$@"; do
   case "$arg" in
     --check) mode=check ;;
     --skip-install) install=0 ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_smoke: unknown argument '$arg' (known: --check, --skip-install, --help)" >&2; exit 64 ;;
   esac
 done
@@ -82,16 +82,18 @@ if [ "$mode" = run ] && [ "$install" = 1 ]; then
     && pip install --no-deps "openrlhf==$OPENRLHF_VERSION" \
     || { say "cannot install: pip failed (last lines of $pip_log below); check the package index is reachable"
          tail -n 15 "$pip_log"; exit 3; }
-  if pip install --no-build-isolation --prefer-binary "flash-attn==2.8.3"; then
-    say "flash-attn 2.8.3 installed"
-  else
-    say "flash-attn has no usable wheel here and cannot build; its padding helpers come from $STANDIN (sdpa attention)"
-    export PYTHONPATH="$STANDIN${PYTHONPATH:+:$PYTHONPATH}"
+  if [ "${FLASH_ATTN:-0}" = 1 ]; then  # a source build takes long; the recipe's sdpa attention does not need it
+    timeout 1800 "$PY" -m pip install --no-build-isolation "flash-attn==2.8.3" >>"$pip_log" 2>&1 \
+      && say "flash-attn 2.8.3 installed" || say "flash-attn did not install (see $pip_log)"
   fi
+  export PATH="$VENV/bin:$PATH"  # the PPO job runs `python3 -m openrlhf...`: it must find this environment
 else
   PY="$(command -v "$PYTHON")"  # --skip-install or --check: the interpreter as it is
 fi
-"$PY" -c 'import flash_attn' 2>/dev/null || export PYTHONPATH="$STANDIN${PYTHONPATH:+:$PYTHONPATH}"
+if ! "$PY" -c 'import flash_attn' 2>/dev/null; then
+  [ "$mode" = run ] && say "no flash-attn: OpenRLHF's imports of its padding helpers come from $STANDIN"
+  export PYTHONPATH="$STANDIN${PYTHONPATH:+:$PYTHONPATH}"
+fi
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 install_s=$(since "$install_start")
 "$PY" -c 'import rlhf_stack.app.cli' 2>/dev/null \
