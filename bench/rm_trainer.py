@@ -2,6 +2,7 @@
 
     python -m bench.rm_trainer [--model smollm2-135m-instruct|tiny-random-llama|PATH] [--pairs 96]
                                [--pairs-per-step 8] [--micro-pairs 4] [--max-length 512] [--dtype bf16|fp32]
+                               [--padding-free]
 
 Both trainers get the same model, the same token ids (chat-template prompt, response, EOS; response lengths
 spread like real preference data), the same micro-batch, pairs per step, optimizer (AdamW), learning rate and
@@ -107,7 +108,7 @@ def run_ours(args, pairs: list[dict], work: Path) -> dict:
         micro_pairs=args.micro_pairs, world_size=1, zero_stage=0, dtype=args.dtype,
         device="cuda" if torch.cuda.is_available() else "cpu", gradient_checkpointing=False, lr=1e-5,
         lr_schedule="constant", warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0, group_by_length=True,
-        split_rows_min_saving=split_rows,
+        split_rows_min_saving=split_rows, padding_free=args.padding_free,
         checkpoint_every_steps=None, seed=0,  # TRL saves nothing either
     )
     data = TrainData(train=train, held_out={"initial": []}, held_out_answers=[], own_pairs="initial")
@@ -181,6 +182,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads per trainer (default: torch's choice)")
     parser.add_argument("--split-rows-min-saving", type=float, help="distill.split_rows_min_saving (default: "
                         "the stage's: 0.1 on CPU, one pass on GPU)")
+    parser.add_argument("--padding-free", action="store_true",
+                        help="distill.padding_free: each micro-batch's rows as one packed sequence")
     parser.add_argument("--worker", choices=("ours", "trl", "trl_no_checkpointing"), help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)

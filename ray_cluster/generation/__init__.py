@@ -5,15 +5,16 @@
         results = backend.generate(requests, on_result=callback)   # list[GenerationResult], in input order
 
 `on_result` is called with each result as it arrives (any order), for progress and for persisting finished work.
-`backend.load_weights(folder)` swaps in the weights of a saved HF folder of the same architecture (vllm, hf).
+`backend.load_weights(folder)` swaps in the weights of a saved HF folder of the same architecture (vllm, hf);
+`backend.update_weights(state_dict)` swaps in weights from memory, through Ray's object store (vllm, hf).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ray_cluster.engine_config import EngineConfig
 from ray_cluster.generation.types import Completion, GenerationRequest, GenerationResult, Sampling, TokenLogprob
@@ -35,6 +36,8 @@ class GenerationBackend(Protocol):
     ) -> list[GenerationResult]: ...
 
     def load_weights(self, folder: str) -> None: ...
+
+    def update_weights(self, tensors: Mapping[str, Any]) -> None: ...
 
     def close(self) -> None: ...
 

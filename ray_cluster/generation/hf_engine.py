@@ -16,6 +16,7 @@ from ray_cluster.engine_config import EngineConfig
 from ray_cluster.generation.hf_sampling import Row, RowController, row_completion
 from ray_cluster.generation.rendering import RenderedPrompt, render, request_seed, too_long
 from ray_cluster.generation.types import GenerationRequest, GenerationResult
+from ray_cluster.generation.weights import SharedWeights, from_shared
 
 _GATHER_S = 0.005  # wait this long for a burst of calls to arrive before forming a batch
 
@@ -76,6 +77,24 @@ class HfEngine:
                              f"{old.architectures} (hidden {old.hidden_size})")
         await asyncio.get_running_loop().run_in_executor(self._executor, self._load, folder)
         return await self.ready()
+
+    async def update_weights(self, shared: SharedWeights) -> dict:
+        """Copies weights handed over in memory (`ray_cluster.generation.weights`) into the served model."""
+        while self._worker is not None and not self._worker.done():
+            await asyncio.sleep(0.01)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._copy_in, shared)
+        return await self.ready()
+
+    def _copy_in(self, shared: SharedWeights) -> None:
+        import torch
+
+        with torch.no_grad():
+            missing, unexpected = self.model.load_state_dict(dict(from_shared(shared)), strict=False)
+        tied = {name for name, _ in self.model.named_parameters(remove_duplicate=False)} - \
+            {name for name, _ in self.model.named_parameters()}  # a tied copy is sent once, under its first name
+        if unexpected or set(missing) - tied:
+            raise ValueError(f"the new weights do not fit the served model: missing {sorted(set(missing) - tied)}, "
+                             f"unexpected {sorted(unexpected)}")
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()

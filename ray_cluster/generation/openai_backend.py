@@ -70,6 +70,9 @@ class OpenAIBackend:
     def load_weights(self, folder: str) -> None:
         raise EngineError(f"{self.name}: an OpenAI-compatible endpoint cannot load weights; use backend 'vllm'")
 
+    def update_weights(self, tensors) -> None:
+        raise EngineError(f"{self.name}: an OpenAI-compatible endpoint cannot take new weights; use backend 'vllm'")
+
     def close(self) -> None:
         pass
 

@@ -24,12 +24,13 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ray_cluster.engine_config import EngineConfig
 from ray_cluster.generation.types import GenerationRequest, GenerationResult
+from ray_cluster.generation.weights import to_shared
 from rlhf_stack.core.errors import ClusterError, EngineError
 from ray_cluster.generation.hf_engine import HfEngine
 from ray_cluster.generation.vllm_engine import VllmEngine, engine_env
@@ -78,6 +79,7 @@ class EnginePool:
         self.name = name
         self.namespace = namespace
         self._tag = uuid.uuid4().hex[:6]
+        self._weights: Any = None  # object ref of the latest in-memory weights (update_weights), if any
         self._check_resources()
         binds = _cpu_binds(cfg, len(ray.nodes()) == 1)
         self.slots = [_Slot(i, cpu_bind=binds[i], bundle_index=0 if cfg.gpus_per_engine else i)
@@ -168,6 +170,23 @@ class EnginePool:
         except RayTaskError as e:
             raise EngineError(f"{self.name}: cannot load weights from {folder}: {e.cause or e}") from e
         self.model_dir = str(folder)
+        self._weights = None
+
+    def update_weights(self, tensors: Mapping[str, Any]) -> None:
+        """Hands every engine new weights from memory (HF parameter names, the served architecture).
+
+        One copy goes into Ray's object store; engines on the same node read it from shared memory. An engine
+        that is restarted later gets the same weights before it serves.
+        """
+        import ray
+        from ray.exceptions import RayTaskError
+
+        ref = ray.put(to_shared(tensors))
+        try:
+            ray.get([slot.actor.update_weights.remote(ref) for slot in self.slots])
+        except RayTaskError as e:
+            raise EngineError(f"{self.name}: cannot take the new weights: {e.cause or e}") from e
+        self._weights = ref  # keeps the object alive for replacements
 
     def close(self) -> None:
         import ray
@@ -320,7 +339,9 @@ class EnginePool:
         ray.kill(slot.actor)  # a silent actor may still hold its bundle; for a dead one this does nothing
         self._start(slot)
         slot.ready, slot.silent_since = False, None
-        slot.check = slot.actor.ready.remote()  # it gets work once this answers
+        # It gets work once this answers; when the trainer has handed over weights, it serves those.
+        slot.check = (slot.actor.ready.remote() if self._weights is None
+                      else slot.actor.update_weights.remote(self._weights))
         slot.replaced_at = time.monotonic()  # until its bundle is placed (at once unless its node was lost)
 
     def _check_resources(self) -> None:

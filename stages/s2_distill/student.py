@@ -10,7 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+PACKED_ATTENTION = "rlhf_stack_packed_sdpa"  # sdpa that keeps the rows of a packed sequence apart
 
 
 def last_token_index(attention_mask: Tensor) -> Tensor:
@@ -34,10 +37,13 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
 class RewardStudent(nn.Module):
     """Causal LM + `score` head. forward -> (rewards [r], logits [t, V] at the requested positions or None)."""
 
-    def __init__(self, lm: nn.Module, head_seed: int, split_min_saving: float = 1.0):
+    def __init__(self, lm: nn.Module, head_seed: int, split_min_saving: float = 1.0, padding_free: bool = False):
         super().__init__()
         self.lm = lm
         self.split_min_saving = split_min_saving  # see length_groups; 1.0: one pass per batch
+        self.padding_free = padding_free  # right-padded rows go through as one packed sequence (see _passes)
+        if padding_free:
+            use_packed_attention(lm)
         hidden = lm.config.hidden_size
         self.score = nn.Linear(hidden, 1, bias=False, dtype=lm.dtype)
         generator = torch.Generator().manual_seed(head_seed)
@@ -91,7 +97,8 @@ class RewardStudent(nn.Module):
 
         Right-padded rows need no padding mask: causal attention never lets a real token see the pads after it,
         so the backbone takes its plain causal path (fused attention instead of a materialized mask). They go
-        through in length-sorted groups, each cut to its own longest row (see `length_groups`).
+        through in length-sorted groups, each cut to its own longest row (see `length_groups`), or, padding-free,
+        as one packed sequence (`_packed`).
         """
         if not is_right_padded(attention_mask):
             rows = torch.arange(input_ids.shape[0], device=input_ids.device)
@@ -99,11 +106,58 @@ class RewardStudent(nn.Module):
                                       position_ids=position_ids_from_mask(attention_mask),
                                       use_cache=False).last_hidden_state
             return
+        if self.padding_free:
+            yield torch.arange(input_ids.shape[0], device=input_ids.device), self._packed(input_ids, attention_mask)
+            return
         lengths = attention_mask.sum(1).tolist()
         for group in length_groups(lengths, self.split_min_saving):
             rows = torch.tensor(group, device=input_ids.device)
             width = max(lengths[i] for i in group)
             yield rows, self.backbone(input_ids=input_ids[rows, :width], use_cache=False).last_hidden_state
+
+
+    def _packed(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Last hidden states [n, width, H] (zeros at pads) from one pass over the rows laid end to end.
+
+        The backbone sees one sequence of all real tokens (no pads), positions restarting at each row, and the
+        packed attention keeps each row causal and to itself; the dense layers then run once over exactly the
+        real tokens.
+        """
+        real = attention_mask.bool()
+        lengths = attention_mask.sum(1)
+        bounds = F.pad(lengths.cumsum(0), (1, 0))
+        positions = position_ids_from_mask(attention_mask)[real][None]
+        hidden = self.backbone(input_ids=input_ids[real][None], position_ids=positions, cu_seq_lens_q=bounds,
+                               use_cache=False).last_hidden_state[0]  # [t, H]
+        out = hidden.new_zeros(*input_ids.shape, hidden.shape[-1])
+        out[real] = hidden
+        return out
+
+
+def use_packed_attention(lm: nn.Module) -> None:
+    """Switches `lm` to PACKED_ATTENTION: sdpa as before, except that a call given `cu_seq_lens_q` (row
+    boundaries in one packed sequence, starting at 0) attends causally within each row only."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, cu_seq_lens_q=None,
+                  **kwargs):
+        if cu_seq_lens_q is None:
+            return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
+                                          dropout=dropout, **kwargs)
+        bounds = cu_seq_lens_q.tolist()
+        rows = [F.scaled_dot_product_attention(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True,
+                                               scale=scaling, enable_gqa=query.shape[1] != key.shape[1])
+                for a, b in zip(bounds[:-1], bounds[1:])]
+        return torch.cat(rows, dim=2).transpose(1, 2).contiguous(), None
+
+    def mask(attention_mask=None, **kwargs):  # rows are kept apart by the attention above, not by a mask
+        return None if attention_mask is None else sdpa_mask(attention_mask=attention_mask, **kwargs)
+
+    AttentionInterface.register(PACKED_ATTENTION, attention)
+    AttentionMaskInterface.register(PACKED_ATTENTION, mask)
+    lm.config._attn_implementation = PACKED_ATTENTION
 
 
 def length_groups(lengths: list[int], min_saving: float) -> list[list[int]]:
@@ -130,7 +184,7 @@ def _in_order(parts: list[tuple[list[int], Tensor]]) -> Tensor:
 
 
 def load_student(model_dir: Path, head_seed: int, gradient_checkpointing: bool,
-                 split_min_saving: float = 1.0) -> RewardStudent:
+                 split_min_saving: float = 1.0, padding_free: bool = False) -> RewardStudent:
     """The base causal LM in float32 (DeepSpeed casts to the training dtype) with a seeded fresh head."""
     from transformers import AutoModelForCausalLM
 
@@ -138,4 +192,4 @@ def load_student(model_dir: Path, head_seed: int, gradient_checkpointing: bool,
     lm.config.use_cache = False
     if gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return RewardStudent(lm, head_seed, split_min_saving)
+    return RewardStudent(lm, head_seed, split_min_saving, padding_free)

@@ -51,7 +51,7 @@ def _train(s: TrainSettings, data: TrainData, rank: int) -> RankResult:
     device = torch.device("cuda", 0) if s.device == "cuda" else torch.device("cpu")
     torch.manual_seed(s.seed)
     student = load_student(s.model_dir, head_seed=s.seed, gradient_checkpointing=s.gradient_checkpointing,
-                           split_min_saving=s.split_rows_min_saving)
+                           split_min_saving=s.split_rows_min_saving, padding_free=s.padding_free)
     head_init = student.score.weight.detach().clone()
     backbone_prefix = student.backbone_prefix
     model = ds.initialize(student, s)

@@ -201,28 +201,14 @@ class LocalPPO:
 
     def run(self, metrics: MetricsLog, on_iteration: Callable[[int, dict], None] | None = None) -> dict:
         """Trains from `start_iteration` to the end; returns the manifest summary."""
-        cfg = self.cfg
-        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
         record: dict = {}
-        with open_rollout_engine(cfg, self.policy, self.tokenizer, work_dir=self.work_dir, cluster=self.cluster,
-                                 seed=self.seed) as engine:
+        with open_rollout_engine(self.cfg, self.policy, self.tokenizer, work_dir=self.work_dir,
+                                 cluster=self.cluster, seed=self.seed) as engine:
             for iteration in range(self.start_iteration, self.total_iterations):
-                start = time.perf_counter()
-                torch.manual_seed(self._iteration_seed(iteration))  # transformers' sampling
-                prompts = self._prompt_batch(iteration)
-                responses, reasons = engine.generate(prompts, seed=self._iteration_seed(iteration))
-                rollout = pack([p.token_ids for p in prompts], responses, reasons, pad if pad is not None else eos)
-                rollout_s = time.perf_counter() - start
-                exp, stats = self._experience(rollout)
-                train_start = time.perf_counter()
-                stats.update(self._update(exp, iteration))
-                engine.refresh(self.policy)
-                now = time.perf_counter()
-                record = {"iteration": iteration, "episode": iteration // self.per_episode, **stats,
-                          "tokens_per_s": rollout.response_tokens / max(rollout_s, 1e-9), "rollout_s": rollout_s,
-                          "train_s": now - train_start, "iteration_s": now - start}
+                record = self.step(engine, iteration)
                 metrics.write(record)
-                if (iteration + 1) % cfg.local.save_every_iterations == 0 and iteration + 1 < self.total_iterations:
+                if (iteration + 1) % self.cfg.local.save_every_iterations == 0 \
+                        and iteration + 1 < self.total_iterations:
                     self.save_state(iteration + 1)
                 if on_iteration is not None:
                     on_iteration(iteration, record)
@@ -230,6 +216,30 @@ class LocalPPO:
                 "final_reward_mean": record["reward_mean"] if record else None,
                 "truncated_prompts": self.truncated_prompts, "dropped_prompts": self.dropped_prompts,
                 "device": str(self.device)}
+
+    def step(self, engine, iteration: int) -> dict:
+        """One iteration: rollout on `engine`, scoring, updates, and the new weights handed to the engine.
+
+        Returns:
+            the iteration's metrics record, with the seconds of each phase apart.
+        """
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        start = time.perf_counter()
+        torch.manual_seed(self._iteration_seed(iteration))  # transformers' sampling
+        prompts = self._prompt_batch(iteration)
+        responses, reasons = engine.generate(prompts, seed=self._iteration_seed(iteration))
+        rollout = pack([p.token_ids for p in prompts], responses, reasons, pad if pad is not None else eos)
+        rollout_s = time.perf_counter() - start
+        exp, stats = self._experience(rollout)
+        train_start = time.perf_counter()
+        stats.update(self._update(exp, iteration))
+        sync_start = time.perf_counter()
+        engine.refresh(self.policy)
+        now = time.perf_counter()
+        return {"iteration": iteration, "episode": iteration // self.per_episode, **stats,
+                "tokens_per_s": rollout.response_tokens / max(rollout_s, 1e-9), "rollout_s": rollout_s,
+                "scoring_s": train_start - start - rollout_s, "train_s": sync_start - train_start,
+                "weight_sync_s": now - sync_start, "iteration_s": now - start}
 
     def save_state(self, next_iteration: int) -> None:
         """Writes the resumable state next to (then over) the previous one, so a kill never leaves none."""

@@ -174,6 +174,9 @@ _METRICS = {  # OpenRLHF's name -> ours
     "critic_loss": "value_loss",
     "timing/step_total": "iteration_s",
     "timing/generation": "rollout_s",
+    "timing/make_experience": "scoring_s",
+    "timing/ppo_train": "train_s",
+    "timing/broadcast": "weight_sync_s",
 }
 
 

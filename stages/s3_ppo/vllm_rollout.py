@@ -1,7 +1,8 @@
 """The local backend's vLLM rollout engine: the shared generation API's vLLM engines, refreshed every iteration.
 
-The engines serve a copy of the policy saved in the work dir. After each PPO update the policy is saved over that
-copy and the engines reload it in place (`load_weights`), so the next rollout samples from the updated policy.
+The engines start from a copy of the policy saved in the work dir. After each PPO update the trainer hands them the
+updated weights in memory (`update_weights`: Ray's object store, no disk), so the next rollout samples from the
+updated policy.
 """
 
 from __future__ import annotations
@@ -54,5 +55,4 @@ class VLLMEngine:
         return responses, reasons
 
     def refresh(self, policy) -> None:
-        policy.save_pretrained(self.folder)
-        self.backend.load_weights(str(self.folder))
+        self.backend.update_weights(policy.state_dict())

@@ -99,3 +99,23 @@ def test_group_estimator_with_a_reward_server(monkeypatch):
     assert (args.algo.advantage.estimator, args.rollout.n_samples_per_prompt) == ("group_norm", 4)
     assert args.train.colocate_all and args.algo.kl.init_coef == 0.0
     assert args.train.batch_size == 32  # default: the whole rollout in one optimizer step
+
+
+def test_the_gpu_smoke_recipe_colocates_every_role_on_one_gpu(monkeypatch):
+    """recipes/gpu_smoke.yaml's PPO section, as ray_cluster/gpu_smoke.sh launches it, through OpenRLHF's parser."""
+    from rlhf_stack.app.recipe import load_recipe
+    from stages.s3_ppo.openrlhf_args import gpus_needed
+
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "gpu_smoke.yaml")
+    cfg = recipe.section("ppo")
+    assert gpus_needed(cfg, remote_reward=False) == {"actor+ref+vllm+critic+reward": 1}
+    args = parse_with_openrlhf(to_argv(cfg, PATHS, seed=recipe.seed), monkeypatch)
+    assert args.train.colocate_all
+    for role in ("actor", "ref", "critic", "reward"):
+        assert (getattr(args, role).num_nodes, getattr(args, role).num_gpus_per_node) == (1, 1)
+    assert (args.vllm.num_engines, args.vllm.tensor_parallel_size, args.vllm.gpu_memory_utilization) == (1, 1, 0.3)
+    assert args.vllm.enforce_eager
+    assert (args.ds.zero_stage, args.ds.param_dtype, args.ds.attn_implementation) == (2, "bf16", "sdpa")
+    assert args.reward.model_name_or_path == args.critic.model_name_or_path == str(PATHS.reward_model)
+    assert (args.rollout.batch_size, args.rollout.n_samples_per_prompt, args.rollout.max_new_tokens) == (8, 2, 64)
+    assert args.algo.advantage.estimator == "gae" and args.train.num_episodes == 1

@@ -159,3 +159,23 @@ def test_loaded_weights_serve_and_survive_an_engine_restart(pool, tiny_model, ti
     results = pool.generate(copies)
     assert pool.restarts == restarts + 1
     assert all(same(first_logprobs(r), after) for r in results)
+
+
+def test_weights_handed_over_in_memory_serve_and_survive_an_engine_restart(pool, tiny_model, tiny_policy):
+    """Runs last: it leaves the module's pool serving in-memory weights."""
+    import ray
+
+    request = ask(6, top_logprobs=5)
+    pool.load_weights(str(tiny_policy))
+    served = first_logprobs(pool.generate([request])[0])
+    pool.update_weights(AutoModelForCausalLM.from_pretrained(tiny_model).state_dict())  # through the object store
+    after = first_logprobs(pool.generate([request])[0])
+    assert same(served, hf_first_logprobs(tiny_policy, "question number 6?", 5))
+    assert same(after, hf_first_logprobs(tiny_model, "question number 6?", 5))
+    restarts = pool.restarts
+    ray.kill(pool.actors[0])  # its replacement starts from the folder, then takes the in-memory weights
+    copies = [GenerationRequest(id=f"mem{i}", messages=request.messages, sampling=request.sampling)
+              for i in range(4)]
+    results = pool.generate(copies)
+    assert pool.restarts == restarts + 1
+    assert all(same(first_logprobs(r), after) for r in results)

@@ -72,3 +72,36 @@ def test_split_passes_give_the_same_rewards_and_logits(student):
         many = split(ids, mask, 4, lm_rows, lm_cols)
     torch.testing.assert_close(many[0], one[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(many[1], one[1], rtol=1e-5, atol=1e-5)
+
+
+def test_padding_free_rows_give_the_same_loss_and_gradients(tiny_policy):
+    """One packed pass over the rows' real tokens gives the padded batch's rewards, LM logits, pair loss (with the
+    SFT term) and every parameter's gradient; changing one row's tokens leaves the other rows' rewards alone."""
+    from stages.s2_distill.losses import pair_loss, sft_loss
+
+    rows = [[5, 6, 7, 8, 9, 10, 11, 2], [9, 2], [12, 13, 14, 15, 16, 17, 18, 19, 20, 2], [21, 2], [22, 23, 2]]
+    ids, mask = pad_rows(rows, pad_id=3)
+    lm_rows, lm_cols = torch.tensor([4, 4, 0, 2]), torch.tensor([0, 1, 6, 8])
+    padded = load_student(tiny_policy, head_seed=0, gradient_checkpointing=False, split_min_saving=1.0)
+    packed = load_student(tiny_policy, head_seed=0, gradient_checkpointing=False, padding_free=True)
+    results = []
+    for model in (padded, packed):
+        rewards, logits = model(ids, mask, 4, lm_rows, lm_cols)
+        loss = pair_loss("margin_mse", rewards[:2], rewards[2:4], torch.tensor([0.5, -1.0])) + \
+            0.1 * sft_loss(logits, ids[lm_rows, lm_cols + 1], torch.tensor([0, 0, 1, 2]), 3)
+        loss.backward()
+        results.append((rewards.detach(), logits.detach(), loss.detach(),
+                        {name: p.grad for name, p in model.named_parameters()}))
+    (r1, l1, loss1, g1), (r2, l2, loss2, g2) = results
+    torch.testing.assert_close(r2, r1, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(l2, l1, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loss2, loss1, rtol=1e-5, atol=1e-6)
+    assert g1.keys() == g2.keys()
+    for name in g1:
+        torch.testing.assert_close(g2[name], g1[name], rtol=1e-4, atol=1e-5, msg=name)
+    changed = ids.clone()
+    changed[0, :7] = 40  # row 0 only
+    with torch.no_grad():
+        after = packed(changed, mask, 4)[0]
+    assert after[0] != r2[0]
+    torch.testing.assert_close(after[1:], r2[1:], rtol=1e-5, atol=1e-5)

@@ -14,7 +14,9 @@ from rlhf_stack.core.sections import ClusterConfig
 from stages.s3_ppo.config import PPOConfig
 from stages.s3_ppo.local_backend import LocalPPO, RewardSource
 from stages.s3_ppo.metrics import MetricsLog, read_metrics
+from ray_cluster.generation import GenerationRequest, Sampling
 from stages.s3_ppo.rollout import cut_at_eos, render_prompts
+from stages.s3_ppo.rollout_engines import open_rollout_engine
 from stages.s3_ppo.vllm_rollout import VLLMEngine
 from test_s3_support import build_frequency_rm
 
@@ -55,6 +57,47 @@ def test_engines_sample_from_the_refreshed_policy(tiny_policy, tmp_path):
         expected.append(cut_at_eos(out[0, len(p.token_ids):].tolist(), tok.eos_token_id)[0])
     assert after == expected == [[1000] * 6] * 4
     assert before != after
+
+
+def _greedy_from_engine(engine: VLLMEngine, prompts, max_new_tokens: int) -> list[list[int]]:
+    requests = [GenerationRequest(id=str(i), messages=tuple((m["role"], m["content"]) for m in p.messages),
+                                  sampling=Sampling(max_new_tokens=max_new_tokens, temperature=0.0))
+                for i, p in enumerate(prompts)]
+    return [cut_at_eos(list(r.completions[0].token_ids), engine.eos_id)[0] for r in engine.backend.generate(requests)]
+
+
+def _greedy_in_process(policy, tok, prompts, max_new_tokens: int) -> list[list[int]]:
+    out = []
+    for p in prompts:
+        ids = torch.tensor([p.token_ids])
+        generated = policy.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                    max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
+                                    pad_token_id=tok.pad_token_id)
+        out.append(cut_at_eos(generated[0, len(p.token_ids):].tolist(), tok.eos_token_id)[0])
+    return out
+
+
+def test_after_a_ppo_step_the_engine_samples_from_the_updated_weights(tiny_policy, tmp_path):
+    """One real iteration (vLLM rollout, scoring, update, in-memory weight hand-over); greedy output of the engine
+    follows the trainer's policy exactly, before and after the update, and the update changed it."""
+    rm = build_frequency_rm(tiny_policy, tmp_path / "rm")
+    cfg = PPOConfig(policy="policy", prompts_per_step=4, max_new_tokens=8, max_length_tokens=512, actor_lr=3e-2,
+                    critic_lr=1e-3, local={"rollout_engine": VLLM})
+    trainer = LocalPPO(cfg, policy_dir=tiny_policy, reward=RewardSource(rm, None), prompts=PROMPTS[:4],
+                       work_dir=tmp_path / "_work", seed=0, cluster=CLUSTER)
+    probe = trainer.prompts[:4]
+    with open_rollout_engine(cfg, trainer.policy, trainer.tokenizer, work_dir=trainer.work_dir, cluster=CLUSTER,
+                             seed=0) as engine:
+        served = trainer.work_dir / "rollout_policy" / "model.safetensors"  # the engines' starting copy
+        written = served.stat().st_mtime_ns
+        before = _greedy_from_engine(engine, probe, 8)
+        assert before == _greedy_in_process(trainer.policy, trainer.tokenizer, probe, 8)
+        record = trainer.step(engine, 0)
+        after = _greedy_from_engine(engine, probe, 8)
+    assert after == _greedy_in_process(trainer.policy, trainer.tokenizer, probe, 8)
+    assert after != before
+    assert record["weight_sync_s"] > 0 and record["train_s"] > 0
+    assert served.stat().st_mtime_ns == written  # handed over in memory, not through the folder
 
 
 def test_ppo_iterations_with_vllm_rollouts(tiny_policy, tmp_path):

@@ -90,7 +90,7 @@ def settings(**kw) -> TrainSettings:
                 kl_temperature=1.0, pad_token_id=0, num_steps=10, pairs_per_step=4, micro_pairs=2, world_size=1,
                 zero_stage=0, dtype="fp32", device="cpu", gradient_checkpointing=False, lr=1.0, lr_schedule="cosine",
                 warmup_ratio=0.2, weight_decay=0.0, max_grad_norm=1.0, group_by_length=True, split_rows_min_saving=0.2,
-                checkpoint_every_steps=1, seed=0)
+                padding_free=False, checkpoint_every_steps=1, seed=0)
     return TrainSettings(**{**base, **kw})
 
 

@@ -88,12 +88,13 @@ def test_gpus_needed_follows_colocation():
 def test_step_lines_become_metric_records():
     status = {"policy_loss": -0.01, "critic_loss": 0.5, "kl": 0.002, "entropy_loss": 2.5, "timing/generation": 4.0,
               "timing/step_total": 10.0, "rollout/reward_mean": 1.25, "rollout/num_samples": 32.0,
-              "rollout/response_length_mean": 100.0, "rollout/truncated_rate": float("nan")}
+              "rollout/response_length_mean": 100.0, "rollout/truncated_rate": float("nan"),
+              "timing/make_experience": 3.0, "timing/ppo_train": 2.5, "timing/broadcast": 0.5}
     line = f"[2026-01-01 00:00:00] INFO ✨ Global step 3: {status}"  # as PPOTrainer.fit logs it
     record = parse_step_line(line)
     assert record == {"iteration": 2, "reward_mean": 1.25, "kl": 0.002, "entropy": 2.5, "response_length": 100.0,
                       "policy_loss": -0.01, "value_loss": 0.5, "iteration_s": 10.0, "rollout_s": 4.0,
-                      "tokens_per_s": 800.0}
+                      "scoring_s": 3.0, "train_s": 2.5, "weight_sync_s": 0.5, "tokens_per_s": 800.0}
     assert parse_step_line("Episode [1/1]: 50%") is None
 
 
