@@ -17,6 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from ray_cluster.engine_config import EngineConfig
+from ray_cluster.generation import GenerationRequest, Sampling, open_backend
+from ray_cluster.session import shutdown
+from rlhf_stack.core.chat import prompt_ids, user_messages
+from rlhf_stack.core.models import ModelSpec, resolve_model
+from rlhf_stack.core.sections import ClusterConfig
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -27,13 +34,6 @@ def main() -> None:
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ray_cluster.engine_config import EngineConfig
-    from ray_cluster.generation import GenerationRequest, Sampling, open_backend
-    from ray_cluster.session import shutdown
-    from rlhf_stack.core.chat import prompt_ids, user_messages
-    from rlhf_stack.core.models import ModelSpec, resolve_model
-    from rlhf_stack.core.sections import ClusterConfig
 
     source = resolve_model(ModelSpec(source=args.model), Path.cwd())
     cores = os.cpu_count() or 1
