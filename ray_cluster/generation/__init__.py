@@ -36,6 +36,10 @@ class GenerationBackend(Protocol):
 
     def load_weights(self, folder: str) -> None: ...
 
+    @property
+    def precision(self) -> str | None:
+        """What the engines really run at (bf16 | fp16 | fp32); None where the backend does not say (a server)."""
+
     def close(self) -> None: ...
 
 

@@ -55,6 +55,7 @@ class OpenAIBackend:
 
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.retries = 0  # retried HTTP attempts, over the backend's life
+        self.precision = None  # the server does not say what it computes in
 
     def generate(
         self,

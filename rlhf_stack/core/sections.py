@@ -26,6 +26,14 @@ class ClusterConfig(StrictModel):
         return self
 
 
+class ComputeConfig(StrictModel):
+    """How stages compute on the machine at hand (rlhf_stack/core/precision.py decides every `dtype: auto`)."""
+
+    # An explicit bf16/fp16 on a CPU without native support for it is refused at validate (it runs many times
+    # slower than fp32); true keeps it anyway.
+    allow_slow_precision: bool = False
+
+
 class SplitFractions(StrictModel):
     """Share of the prompts each stage uses; disjoint, assigned by a seeded hash of the prompt id."""
 

@@ -22,6 +22,7 @@ import torch
 
 from ray_cluster.generation.rendering import RenderedPrompt
 from rlhf_stack.core.errors import ArtifactError
+from rlhf_stack.core.precision import of_model, resolve, torch_dtype
 from stages.s3_ppo.config import PPOConfig
 from stages.s3_ppo.metrics import MetricsLog
 from stages.s3_ppo.policy_forward import action_logprobs, critic_values
@@ -64,7 +65,7 @@ class LocalPPO:
         local = cfg.local
         self.device = torch.device(local.device if local.device != "auto" else
                                    ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = getattr(torch, local.dtype)
+        self.dtype = torch_dtype(resolve(local.dtype, self.device.type))
         self.tokenizer = AutoTokenizer.from_pretrained(policy_dir)
         self.prompts, self.truncated_prompts = render_prompts(self.tokenizer, prompts,
                                                               max_length_tokens=cfg.max_length_tokens,
@@ -206,6 +207,7 @@ class LocalPPO:
         record: dict = {}
         with open_rollout_engine(cfg, self.policy, self.tokenizer, work_dir=self.work_dir, cluster=self.cluster,
                                  seed=self.seed) as engine:
+            engine_precision = engine.precision
             for iteration in range(self.start_iteration, self.total_iterations):
                 start = time.perf_counter()
                 torch.manual_seed(self._iteration_seed(iteration))  # transformers' sampling
@@ -226,7 +228,15 @@ class LocalPPO:
                     self.save_state(iteration + 1)
                 if on_iteration is not None:
                     on_iteration(iteration, record)
-        return {"backend": "local", "iterations": self.total_iterations,
+        precision = {"policy": of_model(self.policy), "reward model": of_model(self.reward.model)
+                     if hasattr(self.reward, "model") else None,
+                     "rollout engine": engine_precision}
+        if self.ref is not None:
+            precision["reference"] = of_model(self.ref)
+        if self.critic is not None:
+            precision["critic"] = of_model(self.critic)
+        return {"precision": precision, "threads": torch.get_num_threads(),
+                "backend": "local", "iterations": self.total_iterations,
                 "final_reward_mean": record["reward_mean"] if record else None,
                 "truncated_prompts": self.truncated_prompts, "dropped_prompts": self.dropped_prompts,
                 "device": str(self.device)}

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ray_cluster.generation.rendering import RenderedPrompt
+from rlhf_stack.core.precision import of_model
 from stages.s3_ppo.config import PPOConfig
 from stages.s3_ppo.rollout import generate_hf
 from stages.s3_ppo.vllm_rollout import VLLMEngine
@@ -30,6 +31,10 @@ class HFEngine:
 
     def refresh(self, policy) -> None:
         pass
+
+    @property
+    def precision(self) -> str:
+        return of_model(self.policy)
 
 
 @contextmanager

@@ -53,6 +53,10 @@ class VLLMEngine:
             reasons.append(why if why == "stop" else completion.finish_reason)
         return responses, reasons
 
+    @property
+    def precision(self) -> str | None:
+        return self.backend.precision
+
     def refresh(self, policy) -> None:
         policy.save_pretrained(self.folder)
         self.backend.load_weights(str(self.folder))

@@ -65,7 +65,8 @@ def evaluate_policy(ctx: JobContext, name: str, alias: str | None) -> dict[str, 
     if ctx.dry_run:
         return {}
     requests_log = RequestLog(ctx.work_dir / "generations.jsonl")
-    answers = _policy_answers(ctx, requests_log, model_dir, name, ae, mt, gt_prompts)
+    precision: dict[str, str | None] = {}  # engines really started by this job (none when all was resumed)
+    answers = _policy_answers(ctx, requests_log, model_dir, name, ae, mt, gt_prompts, precision)
     results: dict[str, Any] = {"kind": "policy", "name": name, "origin": origin, "ppo_backend": ppo_backend}
     if ae or mt:
         judge_dir = model_dir_for(ctx, cfg.judge, cfg.judge_engine)
@@ -73,7 +74,8 @@ def evaluate_policy(ctx: JobContext, name: str, alias: str | None) -> dict[str, 
                             "backend": cfg.judge_engine.backend, "temperature": 0.0, "seed": ctx.seed}
         judge_requests = (_alpaca_judge_requests(ctx, ae, answers, name) if ae else []) + \
                          (_mt_judge_requests(ctx, mt, answers) if mt else [])
-        verdicts = _run(ctx, requests_log, judge_dir, cfg.judge_engine, cfg.judge, judge_requests, f"{name}: judge")
+        verdicts = _run(ctx, requests_log, judge_dir, cfg.judge_engine, cfg.judge, judge_requests, f"{name}: judge",
+                        precision, "judge engine")
     if ae:
         results["alpaca_eval"] = _alpaca_results(ctx, ae, answers, verdicts, name)
     if mt:
@@ -81,7 +83,7 @@ def evaluate_policy(ctx: JobContext, name: str, alias: str | None) -> dict[str, 
     if gt_prompts is not None:
         results["compliance"] = ground_truth.compliance_results(ctx, checker, gt_prompts, answers)
     write_json_atomic(ctx.out_dir / RESULTS, results)
-    summary: dict[str, Any] = {}
+    summary: dict[str, Any] = {"precision": precision} if precision else {}
     if gt_prompts is not None:
         summary["mean_compliance"] = results["compliance"]["mean_compliance"]
     if ae:
@@ -93,17 +95,20 @@ def evaluate_policy(ctx: JobContext, name: str, alias: str | None) -> dict[str, 
 
 
 def _run(ctx: JobContext, requests_log: RequestLog, model_dir: Path | None, engine: Any, model_name: str,
-         requests: list[GenerationRequest], description: str) -> dict[str, Answer]:
-    """Results of `requests`, starting the engines only when some are not finished yet."""
+         requests: list[GenerationRequest], description: str, precision: dict[str, str | None],
+         role: str) -> dict[str, Answer]:
+    """Results of `requests`, starting the engines only when some are not finished yet (their precision under
+    `role` in `precision`)."""
     if requests_log.missing(requests):
         with open_backend(model_dir, engine, cluster=ctx.cluster, seed=ctx.seed, model_name=model_name) as backend:
+            precision[role] = backend.precision
             return requests_log.run(backend, requests, description)
     return requests_log.run(None, requests, description)
 
 
 def _policy_answers(ctx: JobContext, requests_log: RequestLog, model_dir: Path | None, name: str,
                     ae: AlpacaInputs | None, mt: mt_rules.MTBenchData | None,
-                    gt_prompts: list[PromptRecord] | None) -> dict[str, Answer]:
+                    gt_prompts: list[PromptRecord] | None, precision: dict[str, str | None]) -> dict[str, Answer]:
     cfg = ctx.recipe.section("evaluate")
     first = (alpaca_answer_requests(ae.instructions, cfg.alpaca_eval.max_new_tokens, ctx.seed) if ae else []) + \
             (_mt_turn_requests(ctx, mt, 1, {}) if mt else []) + \
@@ -114,6 +119,7 @@ def _policy_answers(ctx: JobContext, requests_log: RequestLog, model_dir: Path |
         if not requests_log.missing(second):
             return {**answers, **requests_log.run(None, second, "")}
     with open_backend(model_dir, cfg.policy_engine, cluster=ctx.cluster, seed=ctx.seed, model_name=name) as backend:
+        precision["policy engine"] = backend.precision
         answers = requests_log.run(backend, first, f"{name}: answers")
         if mt:  # the second turn follows the policy's own first answer
             answers.update(requests_log.run(backend, _mt_turn_requests(ctx, mt, 2, answers),
@@ -287,11 +293,13 @@ def write_reference_outputs(ctx: JobContext) -> dict[str, Any]:
         return {}
     requests = alpaca_answer_requests(rows, cfg.alpaca_eval.max_new_tokens, ctx.seed)
     model_dir = model_dir_for(ctx, alias, cfg.policy_engine)
+    precision: dict[str, str | None] = {}
     answers = _run(ctx, RequestLog(ctx.work_dir / "generations.jsonl"), model_dir, cfg.policy_engine, alias, requests,
-                   f"{alias}: AlpacaEval reference")
+                   f"{alias}: AlpacaEval reference", precision, "reference engine")
     out = [{"instruction": row["instruction"], "output": answers[req.id].text, "generator": alias,
             "dataset": row.get("dataset")} for row, req in zip(rows, requests) if answers[req.id].text is not None]
     write_json_atomic(ctx.out_dir / REFERENCE_FILE, out)
     log.info("AlpacaEval reference: %d of %d instructions answered by %s", len(out), len(rows), alias)
-    return {"reference_model": alias, "answered": len(out), "instructions": len(rows), "data": loaded.description}
+    return {"reference_model": alias, "answered": len(out), "instructions": len(rows), "data": loaded.description,
+            **({"precision": precision} if precision else {})}
 

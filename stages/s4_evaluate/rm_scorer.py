@@ -14,6 +14,7 @@ from typing import Any
 
 from rlhf_stack.core.chat import prompt_ids, response_ids, user_messages
 from rlhf_stack.core.errors import ModelError
+from rlhf_stack.core.precision import resolve, torch_dtype
 from rlhf_stack.core.progress import Progress
 from stages.s4_evaluate.rm_items import RMItem
 
@@ -34,8 +35,8 @@ def load_reward_model(folder: Path, dtype: str = "auto", max_length_tokens: int 
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    torch_dtype = {"auto": "auto", "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
-    model, info = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch_dtype,
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, info = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch_dtype(resolve(dtype, device)),
                                                                      output_loading_info=True)
     missing = [k for k in info["missing_keys"] if k.startswith("score.")]
     if model.config.num_labels != 1 or missing or not hasattr(model, "score"):
@@ -46,7 +47,6 @@ def load_reward_model(folder: Path, dtype: str = "auto", max_length_tokens: int 
         )
     tokenizer = AutoTokenizer.from_pretrained(folder)
     limit = max_length_tokens or getattr(model.config, "max_position_embeddings", None) or 4096
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     return RewardModel(model.to(device).eval(), tokenizer, int(limit))
 
 
