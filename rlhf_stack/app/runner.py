@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from ray_cluster.session import shutdown
+from rlhf_stack.app.doctor import plan_rows
 from rlhf_stack.app.recipe import RecipeBase, load_recipe, sweep_cells
 from rlhf_stack.app.report import write_report
 from rlhf_stack.app.run_folder import SWEEP_INFO, load_run, write_run_files
@@ -19,6 +20,7 @@ from rlhf_stack.app.sweep import reuse_finished
 from rlhf_stack.app.sweep_config import CELLS
 from rlhf_stack.core.artifacts import write_json_atomic
 from rlhf_stack.core.errors import ArtifactError
+from rlhf_stack.core.hardware import machine_facts
 from rlhf_stack.core.pipeline import Job, job_states, run_jobs
 
 log = logging.getLogger("rlhf_stack")
@@ -43,6 +45,7 @@ def run_recipe(path: Path, overrides: Sequence[str], *, only: str | None = None,
                fresh: bool = False, dry_run: bool = False) -> dict[str, str]:
     recipe = load_recipe(path, overrides)
     selected = selected_stages(recipe, only, from_stage)
+    log_compute_plan(recipe, selected)
     write_run_files(recipe, path, overrides)
     if recipe.sweep is not None:
         return _run_sweep(recipe, path, overrides, selected, fresh=fresh, dry_run=dry_run)
@@ -61,6 +64,20 @@ def run_recipe(path: Path, overrides: Sequence[str], *, only: str | None = None,
     click.echo("wall time per stage (this invocation):\n" + "\n".join(lines)
                + f"\n  {'total':<11} {time.perf_counter() - start:8.1f} s")
     return outcomes
+
+
+def log_compute_plan(recipe: RecipeBase, selected: set[str]) -> None:
+    """Logs the precision and threads each selected stage's engines and trainers will use on this machine, and
+    gives this process (where single-rank training and RM scoring run) one torch thread per usable CPU."""
+    import torch
+
+    machine = machine_facts()
+    torch.set_num_threads(machine.usable_cpus)
+    uses = [u for u in recipe.compute_uses() if u.stage in selected]
+    for row in plan_rows(uses, machine):
+        threads = f"{row['threads']} threads" if row["threads"] else "threads: the node's"
+        log.info("%s: %s: %s (%s), %s x %d", row["stage"], row["role"], row["precision"], row["why"], threads,
+                 row["processes"])
 
 
 def _echo_report(run_dir: Path, selected: set[str], dry_run: bool) -> None:

@@ -11,7 +11,7 @@ from rlhf_stack.core.config import StrictModel
 
 class ClusterConfig(StrictModel):
     address: str = "local"  # "local" starts Ray in-process; "auto", "host:port" or "ray://host:port" connect
-    num_cpus: int | None = Field(None, ge=1)  # local Ray only; default: all cores
+    num_cpus: int | None = Field(None, ge=1)  # local Ray only; default: the CPUs this process may use
     num_gpus: int | None = Field(None, ge=0)  # local Ray only
     namespace: str = "rlhf-stack"
     runtime_env: dict[str, Any] = {}  # Ray runtime environment for a remote cluster (env_vars, pip, ...)
