@@ -19,7 +19,9 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from bench.bound import FORWARD_FLOPS_PER_PARAM, bound_line, probe, weights
 from ray_cluster.session import shutdown
+from rlhf_stack.core.hardware import usable_cpus
 from rlhf_stack.core.models import ModelSpec, resolve_model
 from rlhf_stack.core.sections import ClusterConfig
 from stages.s3_ppo.config import PPOConfig
@@ -46,7 +48,7 @@ def prompts(count: int) -> list[str]:
 
 
 def run(engine: str, policy: Path, rm: Path, args, workdir: Path) -> dict:
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     cfg = PPOConfig(policy="policy", prompts_per_step=args.prompts_per_step, samples_per_prompt=args.samples_per_prompt,
                     max_new_tokens=args.max_new_tokens, max_length_tokens=1024, actor_lr=1e-6, critic_lr=1e-6,
                     local={"rollout_engine": {"backend": engine, "cpus_per_engine": cores, "max_model_len": 1024},
@@ -57,12 +59,12 @@ def run(engine: str, policy: Path, rm: Path, args, workdir: Path) -> dict:
                        seed=0, cluster=ClusterConfig(address="local", num_cpus=cores))
     start = time.perf_counter()
     with MetricsLog(out) as metrics:
-        trainer.run(metrics)
+        summary = trainer.run(metrics)
     wall = time.perf_counter() - start
     records = read_metrics(out)
     timed = records[1:]  # the first iteration warms caches up
     return {
-        "engine": engine,
+        "engine": engine, "precision": summary["precision"]["rollout engine"],
         "rollout_tokens_per_s": sum(r["tokens_per_s"] * r["rollout_s"] for r in timed) / sum(r["rollout_s"] for r in timed),
         "rollout_s": sum(r["rollout_s"] for r in timed) / len(timed),
         "s_per_iteration": sum(r["iteration_s"] for r in timed) / len(timed),
@@ -78,9 +80,10 @@ def main() -> None:
     parser.add_argument("--prompts-per-step", type=int, default=8)
     parser.add_argument("--samples-per-prompt", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    bound = probe()
 
     policy = resolve_model(ModelSpec(source=args.model), Path.cwd())
     with tempfile.TemporaryDirectory(prefix="bench-ppo-") as tmp:
@@ -91,7 +94,7 @@ def main() -> None:
             shutdown()
     print(f"\nlocal PPO on {args.model} ({args.dtype}), {args.prompts_per_step} prompts x {args.samples_per_prompt} "
           f"samples x <= {args.max_new_tokens} new tokens per iteration, {args.iterations} timed iterations, "
-          f"{os.cpu_count()} cores")
+          f"{usable_cpus()} cores")
     print(f"{'rollout engine':<15}{'rollout tok/s':>15}{'rollout s':>11}{'s/iteration':>13}{'start s':>9}{'resp len':>10}")
     for r in results:
         print(f"{r['engine']:<15}{r['rollout_tokens_per_s']:>15.1f}{r['rollout_s']:>11.2f}{r['s_per_iteration']:>13.2f}"
@@ -99,6 +102,10 @@ def main() -> None:
     hf, vllm = results
     print(f"vllm / hf: rollout tokens/s x{vllm['rollout_tokens_per_s'] / hf['rollout_tokens_per_s']:.2f}, "
           f"seconds per iteration x{vllm['s_per_iteration'] / hf['s_per_iteration']:.2f}")
+    flops_per_token = FORWARD_FLOPS_PER_PARAM * weights(policy)  # decode only
+    for r in results:
+        print(bound_line(f"{r['engine']} rollouts ({r['precision']})", r["rollout_tokens_per_s"] * flops_per_token,
+                         r["precision"], bound))
 
 
 if __name__ == "__main__":
