@@ -64,6 +64,7 @@ class VllmEngine:
             kwargs["max_num_batched_tokens"] = max(cfg.max_model_len, _CPU_BATCHED_TOKENS)
         self.llm = LLM(**kwargs)
         self.engine = self.llm.llm_engine
+        self.precision = "/".join(sorted(set(self.llm.collective_rpc(_live_precision))))  # of the loaded weights
         self._waiting: dict[str, asyncio.Future] = {}
         self._stepper: asyncio.Task | None = None
         self._serial = 0
@@ -71,8 +72,7 @@ class VllmEngine:
     async def ready(self) -> dict:
         import torch
 
-        (precision,) = set(self.llm.collective_rpc(_live_precision))  # every tensor-parallel worker alike
-        return {"pid": os.getpid(), "model_dir": self.model_dir, "precision": precision,
+        return {"pid": os.getpid(), "model_dir": self.model_dir, "precision": self.precision,
                 "threads": torch.get_num_threads()}
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:

@@ -228,13 +228,11 @@ class LocalPPO:
                     self.save_state(iteration + 1)
                 if on_iteration is not None:
                     on_iteration(iteration, record)
-        precision = {"policy": of_model(self.policy), "reward model": of_model(self.reward.model)
-                     if hasattr(self.reward, "model") else None,
-                     "rollout engine": engine_precision}
-        if self.ref is not None:
-            precision["reference"] = of_model(self.ref)
-        if self.critic is not None:
-            precision["critic"] = of_model(self.critic)
+        models = {"policy": self.policy, "reference": self.ref, "critic": self.critic,
+                  "reward model": getattr(self.reward, "model", None)}  # an RM server has no model here
+        precision = {role: of_model(m) for role, m in models.items() if m is not None}
+        if engine_precision is not None:
+            precision["rollout engine"] = engine_precision
         return {"precision": precision, "threads": torch.get_num_threads(),
                 "backend": "local", "iterations": self.total_iterations,
                 "final_reward_mean": record["reward_mean"] if record else None,
