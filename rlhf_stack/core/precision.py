@@ -26,6 +26,10 @@ Precision = Literal["bf16", "fp16", "fp32"]
 _ALIASES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
 _TORCH_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 AMPERE = (8, 0)  # first CUDA capability with bf16 tensor cores
+_EMULATED = {  # what is known of the slowdown where the measurement cannot show it
+    "bf16": "without AMX bf16 matmul runs at about half of fp32, without AVX512_BF16 it is emulated at 1/25-1/170",
+    "fp16": "without AVX512_FP16 or AMX-FP16 fp16 matmul is emulated at about 1/50-1/170 of fp32",
+}
 
 
 def _normalize(value: Any) -> Any:
@@ -151,7 +155,7 @@ def slow_precision_problem(use: ComputeUse, cpu_model: str, rates: dict[str, flo
         ratio = rates["fp32"] / rates[requested]
         measured = (f" (matmul measured here: {requested} {rates[requested]:.1f} GFLOP/s, fp32 {rates['fp32']:.1f}"
                     + (f", {ratio:.1f}x slower" if ratio > 1 else "; other work on the machine may blur this")
-                    + "; without AVX512_BF16 bf16 is emulated, 25-170x slower than fp32)")
+                    + f"; {_EMULATED[requested]})")
     return Problem(use.key, f"{use.requested!r} for the {use.role}, but this CPU ({cpu_model}) has no native "
                             f"{requested} matmul{measured}",
                    "use auto (fp32 on this CPU) or fp32, or set compute.allow_slow_precision: true to keep it")
