@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +104,24 @@ def gpu_facts() -> tuple[GpuFacts, ...]:
         props = torch.cuda.get_device_properties(i)
         out.append(GpuFacts(props.name, (props.major, props.minor), props.total_memory / 2**30))
     return tuple(out)
+
+
+def cuda_capability() -> tuple[int, int] | None:
+    """The compute capability of this node's first GPU: from torch, or from nvidia-smi in a process that sees no
+    GPU itself (a vLLM engine actor whose tensor-parallel workers hold the GPUs); None without a GPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_capability()
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not out:
+        return None
+    major, _, minor = out[0].partition(".")
+    return int(major), int(minor or 0)
 
 
 def local_device() -> str:

@@ -20,6 +20,7 @@ from pydantic import BeforeValidator
 
 from rlhf_stack.core.errors import Problem
 from rlhf_stack.core.hardware import cpu_model_and_flags
+from rlhf_stack.core.hardware import cuda_capability as cuda_capability_here
 from rlhf_stack.core.probe import matmul_gflops
 
 Precision = Literal["bf16", "fp16", "fp32"]
@@ -78,9 +79,9 @@ def resolve(requested: str, device: str, cpu_flags: Iterable[str] | None = None,
     if requested != "auto":
         return requested
     if device == "cuda" and cuda_capability is None:
-        import torch
-
-        cuda_capability = torch.cuda.get_device_capability()
+        cuda_capability = cuda_capability_here()
+        if cuda_capability is None:
+            raise RuntimeError("a CUDA engine or trainer was asked for, but this node has no GPU it can see")
     if device == "cpu" and cpu_flags is None:
         cpu_flags = cpu_model_and_flags()[1]
     return choose(device, cpu_flags or (), cuda_capability)
