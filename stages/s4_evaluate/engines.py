@@ -16,6 +16,7 @@ from rlhf_stack.core.pipeline import JobContext
 _SAME_ARCHITECTURE = ("architectures", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                       "intermediate_size", "vocab_size", "tie_word_embeddings")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+_PROVENANCE_KEYS = {"is_local", "local_files_only", "name_or_path", "_name_or_path"}  # where it was loaded from
 
 
 def swappable(a: Path, b: Path) -> bool:
@@ -29,9 +30,16 @@ def swappable(a: Path, b: Path) -> bool:
         files = [d / name for d in (a, b)]
         if any(f.exists() for f in files) and not all(f.exists() for f in files):
             return False
-        if files[0].exists() and files[0].read_bytes() != files[1].read_bytes():
+        if files[0].exists() and _content(files[0]) != _content(files[1]):
             return False
     return True
+
+
+def _content(path: Path) -> Any:
+    """A tokenizer file's content, without the keys that only record where it was loaded from."""
+    if path.suffix != ".json" or path.name == "tokenizer.json":
+        return path.read_bytes()
+    return {k: v for k, v in json.loads(path.read_text()).items() if k not in _PROVENANCE_KEYS}
 
 
 class JobEngines:

@@ -56,6 +56,14 @@ def test_every_engine_and_trainer_ran_at_the_precision_the_rule_gives_this_cpu(t
         assert set(got.values()) == {want}, (job.folder, got)
 
 
+def test_a_policy_job_swaps_the_judge_into_the_policy_engine(tiny_run):
+    """tiny.yaml serves policy and judge alike (hf, same settings; same architecture and tokenizer)."""
+    for job in load_run(tiny_run).jobs():
+        if job.folder.startswith("s4_evaluate/policy/"):
+            summary = read_manifest(tiny_run / job.folder).summary
+            assert (summary["engine_starts"], summary["engine_weight_swaps"]) == (1, 1), job.folder
+
+
 def _manifest_texts(run_dir: Path) -> dict[str, str]:
     return {j.folder: (run_dir / j.folder / "manifest.json").read_text() for j in load_run(run_dir).jobs()}
 
