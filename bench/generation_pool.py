@@ -20,7 +20,10 @@ from pathlib import Path
 from ray_cluster.engine_config import EngineConfig
 from ray_cluster.generation import GenerationRequest, Sampling, open_backend
 from ray_cluster.session import shutdown
+from bench.bound import FORWARD_FLOPS_PER_PARAM, bound_line, probe, weights
+from rlhf_stack.core.precision import resolve, torch_dtype
 from rlhf_stack.core.chat import prompt_ids, user_messages
+from rlhf_stack.core.hardware import usable_cpus
 from rlhf_stack.core.models import ModelSpec, resolve_model
 from rlhf_stack.core.sections import ClusterConfig
 
@@ -39,9 +42,11 @@ class TransformersGenerate:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(usable_cpus())
         self.tok = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto").eval()
+        # The precision the project's engines choose on this CPU (rlhf_stack/core/precision.py), not the config's.
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype(resolve("auto", "cpu")))
+        self.model.eval()
         ids = [prompt_ids(self.tok, user_messages(t)) for t in texts]
         self.width = max(map(len, ids))
         pad = self.tok.pad_token_id
@@ -70,7 +75,7 @@ class Pool:
     """The generation API's engine pool with `engines` engines sharing the machine's cores."""
 
     def __init__(self, model_dir: Path, texts: list[str], max_new_tokens: int, backend: str, engines: int):
-        cfg = EngineConfig(backend=backend, num_engines=engines, cpus_per_engine=(os.cpu_count() or 1) / engines,
+        cfg = EngineConfig(backend=backend, num_engines=engines, cpus_per_engine=usable_cpus() / engines,
                            max_model_len=1024, max_num_seqs=len(texts))
         sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.8)
         self.make = lambda run: [GenerationRequest(id=f"{run}-{i}", messages=(("user", t),), sampling=sampling)
@@ -99,6 +104,7 @@ def main() -> None:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep the local Ray on loopback
 
     model_dir = resolve_model(ModelSpec(source=args.model), Path.cwd())
+    bound = probe()
     texts = prompts(args.prompts)
     load = os.getloadavg()[0]
     makers = {
@@ -125,13 +131,16 @@ def main() -> None:
             run.close()
         shutdown()
     base = rows["transformers generate (baseline)"]["tokens_per_s"]
-    print(f"\n{args.model}: {args.prompts} prompts x <= {args.max_new_tokens} new tokens, {os.cpu_count()} cores "
+    print(f"\n{args.model}: {args.prompts} prompts x <= {args.max_new_tokens} new tokens, {usable_cpus()} cores "
           f"(load average {load:.1f} at start)")
     print(f"{'contender':<36}{'ready s':>11}{'tokens/s':>10}{'vs baseline':>13}  (ready: start + warm-up)")
     for name, row in rows.items():
         print(f"{name:<36}{row['ready_s']:>11.1f}{row['tokens_per_s']:>10.1f}{row['tokens_per_s'] / base:>12.2f}x")
     one, two = rows["pool, vllm, 1 engine"]["tokens_per_s"], rows["pool, vllm, 2 engines"]["tokens_per_s"]
     print(f"vLLM scaling, 2 engines / 1 engine: {two / one:.2f}x")
+    flops_per_token = FORWARD_FLOPS_PER_PARAM * weights(model_dir)  # decode only: prompts are not counted
+    for name, row in rows.items():
+        print(bound_line(name, row["tokens_per_s"] * flops_per_token, "auto", bound))
 
 
 if __name__ == "__main__":

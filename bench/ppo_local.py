@@ -22,7 +22,10 @@ import os
 import tempfile
 import time
 from pathlib import Path
+
+from bench.bound import FORWARD_FLOPS_PER_PARAM, bound_line, probe, weights
 from ray_cluster.session import shutdown
+from rlhf_stack.core.hardware import usable_cpus
 from rlhf_stack.core.models import ModelSpec, resolve_model
 from rlhf_stack.core.sections import ClusterConfig
 from stages.s3_ppo.config import PPOConfig
@@ -49,7 +52,7 @@ def prompts(count: int) -> list[str]:
 
 
 def run(engine: str, policy: Path, rm: Path, args, workdir: Path) -> dict:
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     cfg = PPOConfig(policy="policy", prompts_per_step=args.prompts_per_step, samples_per_prompt=args.samples_per_prompt,
                     max_new_tokens=args.max_new_tokens, max_length_tokens=1024, actor_lr=1e-6, critic_lr=1e-6,
                     estimator=args.estimator,
@@ -61,7 +64,7 @@ def run(engine: str, policy: Path, rm: Path, args, workdir: Path) -> dict:
                        seed=0, cluster=ClusterConfig(address="local", num_cpus=cores))
     start = time.perf_counter()
     with MetricsLog(out) as metrics:
-        trainer.run(metrics)
+        summary = trainer.run(metrics)
     wall = time.perf_counter() - start
     records = read_metrics(out)
     timed = records[1:]  # the first iteration warms caches up
@@ -69,8 +72,9 @@ def run(engine: str, policy: Path, rm: Path, args, workdir: Path) -> dict:
         return sum(r[key] for r in timed) / len(timed)
 
     return {
-        "engine": engine,
-        "rollout_tokens_per_s": sum(r["tokens_per_s"] * r["rollout_s"] for r in timed) / sum(r["rollout_s"] for r in timed),
+        "engine": engine, "precision": summary["precision"]["rollout engine"],
+        "rollout_tokens_per_s": sum(r["tokens_per_s"] * r["rollout_s"] for r in timed)
+                                / sum(r["rollout_s"] for r in timed),
         **{key: mean(key) for key in ("rollout_s", "scoring_s", "train_s", "weight_sync_s", "iteration_s",
                                       "response_length")},
         "start_s": wall - sum(r["iteration_s"] for r in records),  # engine start and the first weight copy
@@ -80,7 +84,7 @@ def run(engine: str, policy: Path, rm: Path, args, workdir: Path) -> dict:
 def machine() -> str:
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     name = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("model name")), "?")
-    return f"{name}, {os.cpu_count()} cores, AMX {'yes' if ' amx_tile' in flags else 'no'}"
+    return f"{name}, {usable_cpus()} cores, AMX {'yes' if ' amx_tile' in flags else 'no'}"
 
 
 def main() -> None:
@@ -90,11 +94,12 @@ def main() -> None:
     parser.add_argument("--prompts-per-step", type=int, default=8)
     parser.add_argument("--samples-per-prompt", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto")
     parser.add_argument("--estimator", choices=["gae", "reinforce", "group_norm", "rloo"], default="gae",
                         help="advantage estimator (gae trains a critic: two more forward passes and one backward)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    bound = probe()
 
     policy = resolve_model(ModelSpec(source=args.model), Path.cwd())
     load_before = os.getloadavg()
@@ -119,6 +124,10 @@ def main() -> None:
     print(f"vllm / hf: rollout tokens/s x{vllm['rollout_tokens_per_s'] / hf['rollout_tokens_per_s']:.2f}, "
           f"iterations per second x{hf['iteration_s'] / vllm['iteration_s']:.2f} "
           f"(upper bound with free rollouts and weight sync: x{hf['iteration_s'] / trainer_s:.2f})")
+    flops_per_token = FORWARD_FLOPS_PER_PARAM * weights(policy)  # decode only
+    for r in results:
+        print(bound_line(f"{r['engine']} rollouts ({r['precision']})", r["rollout_tokens_per_s"] * flops_per_token,
+                         r["precision"], bound))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from bench.bound import FORWARD_FLOPS_PER_PARAM, bound_line, probe
+from rlhf_stack.core.precision import of_model
 from rlhf_stack.core.models import ModelSpec, resolve_model
 from stages.s4_evaluate.rm_items import RMItem
 from stages.s4_evaluate.rm_scorer import encode, load_reward_model, score_items
@@ -78,8 +80,9 @@ def main() -> None:
     parser.add_argument("--model", default="tiny-random-llama")
     parser.add_argument("--pairs", type=int, default=256)
     parser.add_argument("--tokens-per-batch", type=int, default=16384)
-    parser.add_argument("--dtype", default="float32", choices=["auto", "bfloat16", "float32"])
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"])
     args = parser.parse_args()
+    bound = probe()
 
     with tempfile.TemporaryDirectory() as tmp:
         rm = load_reward_model(reward_model_dir(args.model, Path(tmp)), args.dtype)
@@ -89,6 +92,9 @@ def main() -> None:
         one_pair_at_a_time(rm, pairs[:8])
         t_ours, r_ours = ours(rm, pairs, args.tokens_per_batch)
         t_base, r_base = one_pair_at_a_time(rm, pairs)
+        tokens = sum(len(encode(rm, p, c)[0]) + len(encode(rm, p, r)[0]) for p, c, r in pairs)
+        flops_per_token = FORWARD_FLOPS_PER_PARAM * sum(w.numel() for w in rm.model.parameters())
+        precision = of_model(rm.model)
     n = len(pairs)
     diff = max(abs(a - b) for a, b in zip(r_ours, r_base))
     print(f"model {args.model}, {n} pairs, dtype {args.dtype}, tokens_per_batch {args.tokens_per_batch}")
@@ -96,6 +102,8 @@ def main() -> None:
     print(f"  one pair at a time      {n / t_base:9.1f} pairs/s  ({t_base:.2f} s)")
     print(f"  speed-up                {t_base / t_ours:9.2f}x")
     print(f"  max |reward difference| {diff:.2e}")
+    print(bound_line("  length-sorted batches", tokens / t_ours * flops_per_token, precision, bound))
+    print(bound_line("  one pair at a time", tokens / t_base * flops_per_token, precision, bound))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from bench.bound import TRAIN_FLOPS_PER_PARAM, bound_line, probe, weights
 from rlhf_stack.core import chat
+from rlhf_stack.core.hardware import local_device
+from rlhf_stack.core.precision import resolve
 from rlhf_stack.core.models import ModelSpec, resolve_model
 from stages.s2_distill import trainer
 from stages.s2_distill.encode import EncodedPair
@@ -178,7 +181,7 @@ def main() -> None:
     parser.add_argument("--pairs-per-step", type=int, default=8)
     parser.add_argument("--micro-pairs", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=512)
-    parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    parser.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto")
     parser.add_argument("--threads", type=int, help="torch threads per trainer (default: torch's choice)")
     parser.add_argument("--split-rows-min-saving", type=float, help="distill.split_rows_min_saving (default: "
                         "the stage's: 0.1 on CPU, one pass on GPU)")
@@ -188,8 +191,10 @@ def main() -> None:
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.dtype = resolve(args.dtype, local_device())  # what the distill stage would choose here
     if args.worker:
         return worker(args)
+    bound = probe()
 
     model_dir = resolve_model(ModelSpec(source=args.model), Path.cwd())
     pairs = make_pairs(model_dir, args.pairs, args.max_length)
@@ -214,6 +219,9 @@ def main() -> None:
     for name, r in results.items():
         print(f"{labels[name]:<34} {r['pairs_per_s']:8.3f} {r['pairs_per_cpu_s']:12.3f} {r['peak_memory_mb']:9.0f} "
               f"{r['final_loss']:11.4f}")
+    flops_per_pair = TRAIN_FLOPS_PER_PARAM * weights(model_dir) * sum(lengths) / len(pairs)  # chosen + rejected
+    for name, r in results.items():
+        print(bound_line(labels[name], r["pairs_per_s"] * flops_per_pair, args.dtype, bound))
     for name in ("trl", "trl_no_checkpointing"):
         wall = results["ours"]["pairs_per_s"] / results[name]["pairs_per_s"]
         cpu = results["ours"]["pairs_per_cpu_s"] / results[name]["pairs_per_cpu_s"]

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from rlhf_stack.core.config import StrictModel
+from rlhf_stack.core.precision import ComputeUse, DType
 
 
 class EngineConfig(StrictModel):
@@ -15,7 +16,7 @@ class EngineConfig(StrictModel):
     cpus_per_engine: float = Field(1, gt=0)
     gpus_per_engine: int = Field(0, ge=0)  # = tensor parallel size on GPU; 0 on CPU
     max_model_len: int = Field(4096, ge=64)  # prompt + completion tokens
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    dtype: DType = "auto"  # auto: rlhf_stack/core/precision.py decides on the node that runs the engine
     enforce_eager: bool = True  # skip torch.compile / CUDA graphs: fast start, a little slower decode
     max_num_seqs: int = Field(64, ge=1)  # sequences decoded together per engine (vLLM and hf)
     kv_cache_gib: int = Field(1, ge=1)  # CPU only: VLLM_CPU_KVCACHE_SPACE (whole GiB)
@@ -29,6 +30,18 @@ class EngineConfig(StrictModel):
     request_timeout_s: float = Field(120, gt=0)
     max_retries: int = Field(5, ge=0)  # on 429, 5xx, timeouts and dropped connections, with exponential backoff
     retry_backoff_s: float = Field(1.0, ge=0)  # first wait; doubles per retry (a Retry-After header wins)
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpus_per_engine else "cpu"
+
+    def compute_use(self, stage: str, role: str, key: str, on_this_machine: bool) -> ComputeUse | None:
+        """What the engines of `key` will compute with; None for a server (it decides for itself)."""
+        if self.backend == "openai":
+            return None
+        threads = None if self.gpus_per_engine else max(1, int(self.cpus_per_engine))  # Ray's OMP_NUM_THREADS
+        return ComputeUse(stage, f"{role} ({self.backend})", f"{key}.dtype", self.dtype, self.device, threads,
+                          self.num_engines, on_this_machine)
 
     @model_validator(mode="after")
     def _endpoint(self) -> "EngineConfig":

@@ -11,6 +11,7 @@ import os
 import socket
 
 from rlhf_stack.core.errors import ClusterError
+from rlhf_stack.core.hardware import usable_cpus
 from rlhf_stack.core.sections import ClusterConfig
 
 log = logging.getLogger("rlhf_stack")
@@ -27,7 +28,7 @@ def ensure_ray(cluster: ClusterConfig) -> None:
     env_vars["TOKENIZERS_PARALLELISM"] = "false"
     if cluster.address == "local":
         ray.init(
-            num_cpus=cluster.num_cpus,
+            num_cpus=cluster.num_cpus or usable_cpus(),  # not os.cpu_count(): a cgroup quota or affinity mask counts
             num_gpus=cluster.num_gpus,
             include_dashboard=False,
             namespace=cluster.namespace,

@@ -39,6 +39,10 @@ class GenerationBackend(Protocol):
 
     def update_weights(self, tensors: Mapping[str, Any]) -> None: ...
 
+    @property
+    def precision(self) -> str | None:
+        """What the engines really run at (bf16 | fp16 | fp32); None where the backend does not say (a server)."""
+
     def close(self) -> None: ...
 
 

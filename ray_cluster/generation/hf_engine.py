@@ -17,6 +17,7 @@ from ray_cluster.generation.hf_sampling import Row, RowController, row_completio
 from ray_cluster.generation.rendering import RenderedPrompt, render, request_seed, too_long
 from ray_cluster.generation.types import GenerationRequest, GenerationResult
 from ray_cluster.generation.weights import SharedWeights, from_shared
+from rlhf_stack.core.precision import of_model, resolve, torch_dtype
 
 _GATHER_S = 0.005  # wait this long for a burst of calls to arrive before forming a batch
 
@@ -42,7 +43,8 @@ class HfEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.cfg.dtype)
+        precision = resolve(self.cfg.dtype, "cuda" if self.device == "cuda" else "cpu")
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype(precision))
         self.model.to(self.device).eval()
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
@@ -53,7 +55,10 @@ class HfEngine:
         self.model_dir = model_dir
 
     async def ready(self) -> dict:
-        return {"pid": os.getpid(), "device": self.device, "model_dir": self.model_dir}
+        import torch
+
+        return {"pid": os.getpid(), "device": self.device, "model_dir": self.model_dir,
+                "precision": of_model(self.model), "threads": torch.get_num_threads()}
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         rendered = render(self.tokenizer, request, self.cfg.max_model_len)

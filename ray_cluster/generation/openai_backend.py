@@ -59,6 +59,7 @@ class OpenAIBackend:
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.thinking_switch = self.tokenizer is not None and has_thinking_switch(self.tokenizer)
         self.retries = 0  # retried HTTP attempts, over the backend's life
+        self.precision = None  # the server does not say what it computes in
 
     def generate(
         self,

@@ -32,6 +32,7 @@ from ray_cluster.engine_config import EngineConfig
 from ray_cluster.generation.types import GenerationRequest, GenerationResult
 from ray_cluster.generation.weights import to_shared
 from rlhf_stack.core.errors import ClusterError, EngineError
+from rlhf_stack.core.hardware import usable_cpus
 from ray_cluster.generation.hf_engine import HfEngine
 from ray_cluster.generation.vllm_engine import VllmEngine, engine_env
 
@@ -55,6 +56,8 @@ class _Slot:
     cpu_bind: str | None = None
     last_error: str = ""
     pids: list[int] = field(default_factory=list)
+    precision: str | None = None  # of the weights the engine loaded, as it reports them
+    threads: int | None = None  # torch threads of the engine process
     ready: bool = False  # the current actor has answered ready(); it gets work only then
     check: Any = None  # a ready() call to the current actor not yet looked at
     checked_at: float = 0.0
@@ -105,6 +108,12 @@ class EnginePool:
     @property
     def restarts(self) -> int:
         return sum(slot.restarts for slot in self.slots)
+
+    @property
+    def precision(self) -> str | None:
+        """The precision the engines really run at ("bf16", "fp32", ...; several joined by "/" if they differ)."""
+        found = sorted({slot.precision for slot in self.slots if slot.precision})
+        return "/".join(found) or None
 
     def node_ids(self) -> list[str | None]:
         """The Ray node each engine's bundle is on, one per slot (None while a bundle looks for a node)."""
@@ -256,10 +265,11 @@ class EnginePool:
             raise EngineError(f"{self.name}: engine {slot.index} ({self.backend}, {self.model_dir}) failed to "
                               f"start: {e}") from e
         slot.pids.append(info["pid"])
+        slot.precision, slot.threads = info.get("precision"), info.get("threads")
         slot.ready = True
         node = self.node_ids()[slot.index] or "?"
-        log.info("%s: engine %d ready (%s, pid %d, node %s)", self.name, slot.index, self.backend, info["pid"],
-                 node[:8])
+        log.info("%s: engine %d ready (%s, %s, %s threads, pid %d, node %s)", self.name, slot.index, self.backend,
+                 slot.precision, slot.threads, info["pid"], node[:8])
 
     # -- failures -----------------------------------------------------------------------------------------------
 
@@ -373,9 +383,10 @@ def _first_line(error: Exception) -> str:
 
 
 def _cpu_binds(cfg: EngineConfig, single_node: bool) -> list[str | None]:
-    """Disjoint core ranges for CPU engines on a one-machine cluster, so engines do not fight over cores."""
-    cores = os.cpu_count() or 1
+    """Disjoint CPU sets ("0,1") for CPU engines on a one-machine cluster, so engines do not fight over cores."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    cores = cores[:usable_cpus()]
     per_engine = max(1, int(cfg.cpus_per_engine))
-    if cfg.gpus_per_engine or not single_node or cfg.num_engines * per_engine > cores:
+    if cfg.gpus_per_engine or not single_node or not cores or cfg.num_engines * per_engine > len(cores):
         return [None] * cfg.num_engines
-    return [f"{i * per_engine}-{(i + 1) * per_engine - 1}" for i in range(cfg.num_engines)]
+    return [",".join(map(str, cores[i * per_engine:(i + 1) * per_engine])) for i in range(cfg.num_engines)]

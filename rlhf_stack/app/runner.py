@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from ray_cluster.session import shutdown
+from rlhf_stack.app.doctor import plan_rows
 from rlhf_stack.app.recipe import RecipeBase, load_recipe, sweep_cells
 from rlhf_stack.app.report import write_report
 from rlhf_stack.app.run_folder import SWEEP_INFO, load_run, recorded_rerun_command, rerun_command, write_run_files
@@ -19,6 +20,7 @@ from rlhf_stack.app.sweep import reuse_finished
 from rlhf_stack.app.sweep_config import CELLS
 from rlhf_stack.core.artifacts import write_json_atomic
 from rlhf_stack.core.errors import ArtifactError, CorruptArtifactError
+from rlhf_stack.core.hardware import machine_facts
 from rlhf_stack.core.pipeline import Job, JobState, job_states, run_jobs
 from rlhf_stack.core.run_lock import hold_run_lock
 
@@ -47,6 +49,7 @@ def run_recipe(path: Path, overrides: Sequence[str], *, only: str | None = None,
     selected = selected_stages(recipe, only, from_stage)
     command = rerun_command(path, overrides)
     with hold_run_lock(recipe.run_path, command):
+        log_compute_plan(recipe, selected)
         write_run_files(recipe, path, overrides)
         options = {"fresh": fresh, "dry_run": dry_run, "rebuild_corrupt": rebuild_corrupt, "rerun_command": command}
         if recipe.sweep is not None:
@@ -70,6 +73,20 @@ def _run(recipe: RecipeBase, selected: set[str], *, dry_run: bool, **options) ->
     click.echo("wall time per stage (this invocation):\n" + "\n".join(lines)
                + f"\n  {'total':<11} {time.perf_counter() - start:8.1f} s")
     return outcomes
+
+
+def log_compute_plan(recipe: RecipeBase, selected: set[str]) -> None:
+    """Logs the precision and threads each selected stage's engines and trainers will use on this machine, and
+    gives this process (where single-rank training and RM scoring run) one torch thread per usable CPU."""
+    import torch
+
+    machine = machine_facts()
+    torch.set_num_threads(machine.usable_cpus)
+    uses = [u for u in recipe.compute_uses() if u.stage in selected]
+    for row in plan_rows(uses, machine):
+        threads = f"{row['threads']} threads" if row["threads"] else "threads: the node's"
+        log.info("%s: %s: %s (%s), %s x %d", row["stage"], row["role"], row["precision"], row["why"], threads,
+                 row["processes"])
 
 
 def _echo_report(run_dir: Path, selected: set[str], dry_run: bool) -> None:

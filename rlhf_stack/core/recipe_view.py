@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rlhf_stack.core.models import ModelSpec
-from rlhf_stack.core.sections import ClusterConfig, DataConfig
+from rlhf_stack.core.sections import ClusterConfig, ComputeConfig, DataConfig
 
 
 class RecipeView(Protocol):
     name: str
     seed: int
     cluster: ClusterConfig
+    compute: ComputeConfig
     models: dict[str, ModelSpec]
     data: DataConfig
 

@@ -12,7 +12,7 @@ from rlhf_stack.core.prompt_dataset import PromptDataset
 
 class ClusterConfig(StrictModel):
     address: str = "local"  # "local" starts Ray in-process; "auto", "host:port" or "ray://host:port" connect
-    num_cpus: int | None = Field(None, ge=1)  # local Ray only; default: all cores
+    num_cpus: int | None = Field(None, ge=1)  # local Ray only; default: the CPUs this process may use
     num_gpus: int | None = Field(None, ge=0)  # local Ray only
     namespace: str = "rlhf-stack"
     runtime_env: dict[str, Any] = {}  # Ray runtime environment for a remote cluster (env_vars, pip, ...)
@@ -25,6 +25,14 @@ class ClusterConfig(StrictModel):
                 "remove them or set address: local"
             )
         return self
+
+
+class ComputeConfig(StrictModel):
+    """How stages compute on the machine at hand (rlhf_stack/core/precision.py decides every `dtype: auto`)."""
+
+    # An explicit bf16/fp16 on a CPU without native support for it is refused at validate (it runs many times
+    # slower than fp32); true keeps it anyway.
+    allow_slow_precision: bool = False
 
 
 class SplitFractions(StrictModel):

@@ -10,6 +10,7 @@ from pydantic import Field
 from ray_cluster.engine_config import EngineConfig
 from rlhf_stack.core.config import StrictModel
 from rlhf_stack.core.errors import Problem
+from rlhf_stack.core.precision import ComputeUse
 from rlhf_stack.core.recipe_view import RecipeView
 from stages.sandbox.noise import NoiseConfig
 from stages.sandbox import sandbox_problems
@@ -88,6 +89,14 @@ class SynthesizeConfig(StrictModel):
         refs = {"synthesize.teacher": self.teacher}
         refs.update({f"synthesize.generators.{i}": g for i, g in enumerate(self.generators)})
         return refs
+
+    def compute_uses(self, recipe: RecipeView) -> list[ComputeUse]:
+        here = recipe.cluster.address == "local"
+        uses = [self.teacher_engine.compute_use("synthesize", "teacher engine", "synthesize.teacher_engine", here)]
+        if set(self.generators) - {self.teacher}:
+            uses.append(self.generator_engine.compute_use("synthesize", "generator engine",
+                                                          "synthesize.generator_engine", here))
+        return [u for u in uses if u is not None]
 
     def check(self, recipe: RecipeView) -> list[Problem]:
         problems = self._judge_problems(recipe)

@@ -62,6 +62,7 @@ class ModelSession:
         self.scope = scope
         self._stack = ExitStack()
         self._backend = None
+        self.precision: str | None = None  # what the engines really run at, once started
 
     def generate(self, step: str, requests: list[GenerationRequest]) -> list[GenerationResult]:
         st = self.stats.steps[step]
@@ -110,6 +111,7 @@ class ModelSession:
             model_dir = None if self.engine.backend == "openai" and self.engine.served_model_name else self._model_dir()
             self._backend = self._stack.enter_context(open_backend(
                 model_dir, self.engine, cluster=self.cluster, seed=self.seed, model_name=self.alias))
+            self.precision = self._backend.precision
         return self._backend
 
     def close(self) -> None:

@@ -68,6 +68,7 @@ def run(ctx: JobContext) -> dict:
         sessions[alias] = ModelSession(alias, lambda a=alias: ctx.model(a), engine, cluster=ctx.cluster, seed=seed,
                                        journal=journal, stats=stats, teacher=alias == cfg.teacher, cache=cache,
                                        scope=scope)
+    precision: dict[str, str | None] = {}
     try:
         teacher = sessions[cfg.teacher]
         judge = make_judge(cfg, teacher, ctx)
@@ -77,7 +78,9 @@ def run(ctx: JobContext) -> dict:
         refined = steps.refinements(prompts, pairs, answers, judge, stats)
         boosted = steps.rmboost(cfg, prompts, answers, teacher, stats, ctx.seed) if cfg.rmboost else {}
     finally:
-        for session in sessions.values():
+        for alias, session in sessions.items():
+            if session.precision is not None:
+                precision[f"{alias} engine"] = session.precision
             session.close()
         journal.close()
         if cache is not None:
@@ -96,7 +99,7 @@ def run(ctx: JobContext) -> dict:
     return {"prompts": len(prompts), "records": len(records), "refined": len(refined),
             "teacher_answers": len(answers), "rmboost": len(boosted), "shards": shards,
             "dropped": len(stats.drops), "position_consistency_rate": report["position_consistency_rate"],
-            "teacher_tokens": report["teacher_tokens"]}
+            "teacher_tokens": report["teacher_tokens"], **({"precision": precision} if precision else {})}
 
 
 def make_judge(cfg: SynthesizeConfig, teacher: ModelSession, ctx: JobContext) -> Judge:

@@ -9,6 +9,8 @@ from pydantic import Field, model_validator
 from rlhf_stack.core.config import StrictModel
 from rlhf_stack.core.errors import Problem
 from rlhf_stack.core.models import tokenizer_on_disk
+from rlhf_stack.core.hardware import usable_cpus
+from rlhf_stack.core.precision import ComputeUse, DType
 from rlhf_stack.core.recipe_view import RecipeView
 from stages.s2_distill.tokenizers import kl_tokenizer_problem
 
@@ -54,7 +56,7 @@ class DistillConfig(StrictModel):
     cpus_per_process: int | None = Field(None, ge=1)
     gpus_per_process: Literal[0, 1] = 0  # 1: each rank trains on one CUDA device
     zero_stage: Literal[0, 1, 2, 3] = 0  # DeepSpeed ZeRO stage
-    dtype: Literal["bf16", "fp32"] = "bf16"
+    dtype: DType = "auto"  # auto: rlhf_stack/core/precision.py decides where each rank runs
     gradient_checkpointing: bool = False
     lr: float = Field(1e-5, gt=0)
     lr_schedule: Literal["cosine", "constant"] = "cosine"
@@ -96,6 +98,14 @@ class DistillConfig(StrictModel):
 
     def model_aliases(self) -> dict[str, str]:
         return {"distill.base_model": self.base_model}
+
+    def compute_uses(self, recipe: RecipeView) -> list[ComputeUse]:
+        here = recipe.cluster.address == "local"
+        device = "cuda" if self.gpus_per_process else "cpu"
+        in_process = here and self.num_processes == 1  # stages/s2_distill/launch.py
+        threads = (self.cpus_per_process or usable_cpus()) if in_process else (self.cpus_per_process or 1)
+        return [ComputeUse("distill", "reward model training (DeepSpeed)", "distill.dtype", self.dtype, device,
+                           threads if device == "cpu" else None, self.num_processes, here)]
 
     def check(self, recipe: RecipeView) -> list[Problem]:
         """Rules across sections: the KL term needs top-k logprobs from synthesis; a local Ray must fit the ranks."""

@@ -55,6 +55,7 @@ def ds_config(s: TrainSettings) -> dict[str, Any]:
         "gradient_clipping": s.max_grad_norm,
         "zero_optimization": {"stage": s.zero_stage},
         "bf16": {"enabled": s.dtype == "bf16"},
+        "fp16": {"enabled": s.dtype == "fp16"},  # with DeepSpeed's dynamic loss scaling
         # torch's AdamW as the client optimizer: no JIT build of DeepSpeed's CPU Adam.
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 1 << 30,

@@ -19,7 +19,7 @@ from rlhf_stack.core.errors import RlhfStackError
 from stages.s2_distill.batching import pad_rows
 
 HEAD = "score"
-DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 class ExportError(RlhfStackError):
@@ -111,7 +111,7 @@ def verify_checkpoint(folder: Path, head: torch.Tensor, rows: list[list[int]], e
         want = torch.tensor(expected, dtype=torch.float32)
         error = (got - want).abs()
         max_error = float(error.max())
-        atol, rtol = (5e-2, 5e-2) if dtype == "bf16" else (1e-3, 1e-3)
+        atol, rtol = (5e-2, 5e-2) if dtype != "fp32" else (1e-3, 1e-3)
         if bool((error > atol + rtol * want.abs()).any()):
             raise ExportError(f"{folder}: the reloaded checkpoint's rewards {got.tolist()} differ from the "
                               f"trained model's {want.tolist()}")

@@ -32,7 +32,7 @@ class TrainSettings:
     micro_pairs: int
     world_size: int
     zero_stage: int
-    dtype: str  # bf16 | fp32
+    dtype: str  # auto | bf16 | fp16 | fp32; a rank resolves auto where it runs (train_rank)
     device: str  # cpu | cuda
     gradient_checkpointing: bool
     lr: float

@@ -65,7 +65,8 @@ def run(ctx: JobContext, variant: str) -> dict:
     final = _final_metrics(result.final, vcfg)
     lines = result.metrics + [{"final": True, **final}]
     write_atomic(ctx.out_dir / "metrics.jsonl", "".join(json.dumps(x, sort_keys=True) + "\n" for x in lines))
-    return {**summary, **final, "final_train_loss": result.metrics[-1]["loss"], "checkpoint": result.export}
+    return {**summary, **final, "final_train_loss": result.metrics[-1]["loss"], "checkpoint": result.export,
+            "precision": {"reward model training": result.precision}, "threads": result.threads}
 
 
 def _final_metrics(final: dict[str, Any], vcfg: VariantConfig) -> dict[str, Any]:

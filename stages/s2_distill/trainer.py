@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rlhf_stack.core.errors import RlhfStackError
+from rlhf_stack.core.precision import of_model, resolve
 from rlhf_stack.core.progress import Progress
 from stages.s2_distill import engine as ds
 from stages.s2_distill.batching import Batch, collate, step_plan
@@ -39,12 +40,14 @@ class RankResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)  # one line per optimizer step
     final: dict[str, Any] = field(default_factory=dict)  # held-out metrics
     export: dict[str, Any] | None = None
+    precision: str | None = None  # of the weights DeepSpeed trained, read from the engine's module
+    threads: int | None = None  # torch threads of the rank
 
 
 def train_rank(s: TrainSettings, data: TrainData, rank: int, master_addr: str, master_port: int) -> RankResult:
     """Trains, evaluates and (rank 0, when s.out_dir is set) exports; the result is complete on rank 0 only."""
     ds.init_distributed(rank, s.world_size, master_addr, master_port, s.device)
-    return _train(s, data, rank)
+    return _train(replace(s, dtype=resolve(s.dtype, s.device)), data, rank)
 
 
 def _train(s: TrainSettings, data: TrainData, rank: int) -> RankResult:
@@ -72,7 +75,8 @@ def _train(s: TrainSettings, data: TrainData, rank: int) -> RankResult:
     final, verify_rows, verify_rewards = _evaluate(forward, s, data, device)
     final["held_out_lm_loss_before"] = state["base_lm_loss"]
     weights = ds.full_state_dict(model, s.zero_stage)  # collective under ZeRO-3
-    result = RankResult(metrics=log.lines, final=final)
+    result = RankResult(metrics=log.lines, final=final, precision=of_model(model.module),
+                        threads=torch.get_num_threads())
     if rank == 0 and s.out_dir is not None:
         result.export = export_reward_model(
             weights, head_init, model_dir=s.model_dir, tokenizer=load_student_tokenizer(s.model_dir),

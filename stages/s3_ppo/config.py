@@ -13,6 +13,8 @@ from pydantic import Field, model_validator
 from ray_cluster.engine_config import EngineConfig
 from rlhf_stack.core.config import StrictModel, did_you_mean
 from rlhf_stack.core.errors import Problem
+from rlhf_stack.core.hardware import local_device, usable_cpus
+from rlhf_stack.core.precision import ComputeUse, DType
 from rlhf_stack.core.recipe_view import RecipeView
 
 
@@ -25,7 +27,7 @@ class LocalConfig(StrictModel):
 
     rollout_engine: EngineConfig = EngineConfig(backend="hf")  # hf: transformers generate in-process; vllm: engines
     micro_batch_samples: int = Field(8, ge=1)  # sequences per forward/backward pass (memory, not the math)
-    dtype: Literal["float32", "bfloat16"] = "float32"  # weights and optimizer of policy and critic
+    dtype: DType = "auto"  # policy, reference, critic and RM; auto: rlhf_stack/core/precision.py decides
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     save_every_iterations: int = Field(10, ge=1)  # resumable state is written this often
 
@@ -154,6 +156,20 @@ class PPOConfig(StrictModel):
 
     def model_aliases(self) -> dict[str, str]:
         return {"ppo.policy": self.policy}
+
+    def compute_uses(self, recipe: RecipeView) -> list[ComputeUse]:
+        """The trainer (policy, reference, critic, RM in this process) and its rollout engines."""
+        if self.backend == "openrlhf":
+            return [ComputeUse("ppo", "OpenRLHF PPO (DeepSpeed)", "ppo.openrlhf.param_dtype", self.openrlhf.param_dtype,
+                               "cuda", None, self.openrlhf.actor.gpus, on_this_machine=False)]
+        here = recipe.cluster.address == "local"
+        device = self.local.device if self.local.device != "auto" else local_device()
+        uses = [ComputeUse("ppo", "policy, reference, critic and RM (local trainer)", "ppo.local.dtype",
+                           self.local.dtype, device, usable_cpus() if device == "cpu" else None)]
+        if self.local.rollout_engine.backend == "vllm":
+            uses.append(self.local.rollout_engine.compute_use("ppo", "rollout engine", "ppo.local.rollout_engine",
+                                                              here))
+        return uses
 
     def check(self, recipe: RecipeView) -> list[Problem]:
         """Rules that need other sections: variants exist in distill; backend-only settings fit the backend."""

@@ -22,6 +22,7 @@ import torch
 
 from ray_cluster.generation.rendering import RenderedPrompt
 from rlhf_stack.core.errors import ArtifactError
+from rlhf_stack.core.precision import of_model, resolve, torch_dtype
 from stages.s3_ppo.config import PPOConfig
 from stages.s3_ppo.metrics import MetricsLog
 from stages.s3_ppo.policy_forward import action_logprobs, critic_values
@@ -64,7 +65,10 @@ class LocalPPO:
         local = cfg.local
         self.device = torch.device(local.device if local.device != "auto" else
                                    ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = getattr(torch, local.dtype)
+        # Trained models (policy, critic) keep fp32 weights and compute in `precision` under autocast: an update of
+        # lr 1e-6 is far below a bf16 weight's resolution. Frozen ones (reference, RM) are stored in `precision`.
+        self.precision = resolve(local.dtype, self.device.type)
+        self.dtype = torch_dtype(self.precision)
         self.tokenizer = AutoTokenizer.from_pretrained(policy_dir)
         self.prompts, self.truncated_prompts = render_prompts(self.tokenizer, prompts,
                                                               max_length_tokens=cfg.max_length_tokens,
@@ -80,7 +84,7 @@ class LocalPPO:
         state = _latest_state(work_dir)
         self.start_iteration = json.loads((state / "trainer.json").read_text())["next_iteration"] if state else 0
         self.policy = AutoModelForCausalLM.from_pretrained(state / "policy" if state else policy_dir,
-                                                           dtype=self.dtype).to(self.device)
+                                                           dtype=torch.float32).to(self.device)
         self.ref = (AutoModelForCausalLM.from_pretrained(policy_dir, dtype=self.dtype).to(self.device).eval()
                     .requires_grad_(False) if cfg.kl_coef > 0 else None)
         self.critic = None
@@ -88,7 +92,7 @@ class LocalPPO:
             # The critic starts from the RM (its head already scores this task) or, with a remote RM whose
             # tokenizer differs, from the policy with a zero head.
             source = state / "critic" if state else (reward.checkpoint or policy_dir)
-            self.critic = load_value_model(source, dtype=self.dtype, device=self.device,
+            self.critic = load_value_model(source, dtype=torch.float32, device=self.device,
                                            zero_head=not state and reward.checkpoint is None)
         self.reward = (CheckpointReward(reward.checkpoint, device=self.device, dtype=self.dtype,
                                         micro_batch_samples=local.micro_batch_samples)
@@ -203,7 +207,8 @@ class LocalPPO:
         """Trains from `start_iteration` to the end; returns the manifest summary."""
         record: dict = {}
         with open_rollout_engine(self.cfg, self.policy, self.tokenizer, work_dir=self.work_dir,
-                                 cluster=self.cluster, seed=self.seed) as engine:
+                                 cluster=self.cluster, seed=self.seed, precision=self.precision) as engine:
+            engine_precision = engine.precision
             for iteration in range(self.start_iteration, self.total_iterations):
                 record = self.step(engine, iteration)
                 metrics.write(record)
@@ -212,7 +217,15 @@ class LocalPPO:
                     self.save_state(iteration + 1)
                 if on_iteration is not None:
                     on_iteration(iteration, record)
-        return {"backend": "local", "iterations": self.total_iterations,
+        models = {"reference": self.ref, "reward model": getattr(self.reward, "model", None)}  # no RM: a server
+        precision = {role: of_model(m) for role, m in models.items() if m is not None}
+        for role, model in (("policy", self.policy), ("critic", self.critic)):
+            if model is not None:  # the compute precision: autocast's, over fp32 weights
+                precision[role] = self.precision if self.precision != "fp32" else of_model(model)
+        if engine_precision is not None:
+            precision["rollout engine"] = engine_precision
+        return {"precision": precision, "threads": torch.get_num_threads(),
+                "backend": "local", "iterations": self.total_iterations,
                 "final_reward_mean": record["reward_mean"] if record else None,
                 "truncated_prompts": self.truncated_prompts, "dropped_prompts": self.dropped_prompts,
                 "device": str(self.device)}
@@ -227,12 +240,15 @@ class LocalPPO:
         start = time.perf_counter()
         torch.manual_seed(self._iteration_seed(iteration))  # transformers' sampling
         prompts = self._prompt_batch(iteration)
-        responses, reasons = engine.generate(prompts, seed=self._iteration_seed(iteration))
+        with self._autocast():  # transformers rollouts run here; vLLM ones in their engines
+            responses, reasons = engine.generate(prompts, seed=self._iteration_seed(iteration))
         rollout = pack([p.token_ids for p in prompts], responses, reasons, pad if pad is not None else eos)
         rollout_s = time.perf_counter() - start
-        exp, stats = self._experience(rollout)
+        with self._autocast():
+            exp, stats = self._experience(rollout)
         train_start = time.perf_counter()
-        stats.update(self._update(exp, iteration))
+        with self._autocast():
+            stats.update(self._update(exp, iteration))
         sync_start = time.perf_counter()
         engine.refresh(self.policy)
         now = time.perf_counter()
@@ -240,6 +256,10 @@ class LocalPPO:
                 "tokens_per_s": rollout.response_tokens / max(rollout_s, 1e-9), "rollout_s": rollout_s,
                 "scoring_s": train_start - start - rollout_s, "train_s": sync_start - train_start,
                 "weight_sync_s": now - sync_start, "iteration_s": now - start}
+
+    def _autocast(self):
+        """Computes in the chosen precision over fp32 weights (a no-op in fp32)."""
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.precision != "fp32")
 
     def save_state(self, next_iteration: int) -> None:
         """Writes the resumable state next to (then over) the previous one, so a kill never leaves none."""

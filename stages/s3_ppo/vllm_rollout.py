@@ -54,5 +54,9 @@ class VLLMEngine:
             reasons.append(why if why == "stop" else completion.finish_reason)
         return responses, reasons
 
+    @property
+    def precision(self) -> str | None:
+        return self.backend.precision
+
     def refresh(self, policy) -> None:
         self.backend.update_weights(policy.state_dict())

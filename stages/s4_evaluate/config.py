@@ -9,6 +9,8 @@ from pydantic import Field, model_validator
 from ray_cluster.engine_config import EngineConfig
 from rlhf_stack.core.config import StrictModel
 from rlhf_stack.core.errors import Problem
+from rlhf_stack.core.hardware import local_device, usable_cpus
+from rlhf_stack.core.precision import ComputeUse, DType
 from rlhf_stack.core.recipe_view import RecipeView
 from stages.s4_evaluate.data_sources import SMOKE, DataSource, source_problems
 from stages.sandbox import sandbox_problems
@@ -20,7 +22,7 @@ class RMBenchmarksConfig(StrictModel):
     rm_bench: DataSource | None = None  # THU-KEG/RM-Bench, split "train"
     tokens_per_batch: int = Field(16384, ge=64)  # padded tokens per forward pass (sequences are sorted by length)
     max_length_tokens: int | None = Field(None, ge=16)  # longer sequences lose prompt tokens on the left (counted)
-    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    dtype: DType = "auto"  # auto: rlhf_stack/core/precision.py decides
 
     def sources(self) -> dict[str, DataSource]:
         names = ("rewardbench", "rewardbench2", "rm_bench")
@@ -99,6 +101,20 @@ class EvaluateConfig(StrictModel):
         if self.ground_truth:
             refs.update({f"evaluate.ground_truth.generators.{i}": g for i, g in enumerate(self.ground_truth.generators)})
         return refs
+
+    def compute_uses(self, recipe: RecipeView) -> list[ComputeUse]:
+        here = recipe.cluster.address == "local"
+        uses = []
+        if self.rm_benchmarks is not None or self.ground_truth is not None:
+            dtype = self.rm_benchmarks.dtype if self.rm_benchmarks is not None else "auto"
+            device = local_device()  # rm_scorer.py scores on this process's GPU when it has one
+            uses.append(ComputeUse("evaluate", "reward model scoring", "evaluate.rm_benchmarks.dtype", dtype, device,
+                                   usable_cpus() if device == "cpu" else None))
+        if self.alpaca_eval or self.mt_bench or self.ground_truth:
+            uses.append(self.policy_engine.compute_use("evaluate", "policy engine", "evaluate.policy_engine", here))
+        if self.judge and (self.alpaca_eval or self.mt_bench):
+            uses.append(self.judge_engine.compute_use("evaluate", "judge engine", "evaluate.judge_engine", here))
+        return [u for u in uses if u is not None]
 
     def check(self, recipe: RecipeView) -> list[Problem]:
         problems = []

@@ -22,10 +22,10 @@ from rlhf_stack.core.records import PromptRecord, write_jsonl
 from stages.s4_evaluate import alpacaeval as ae_rules
 from stages.s4_evaluate import ground_truth
 from stages.s4_evaluate import mt_bench as mt_rules
+from stages.s4_evaluate.engines import JobEngines
 from stages.s4_evaluate.alpaca_inputs import REFERENCE_FILE, AlpacaInputs, load_alpaca_inputs, load_instructions
 from stages.s4_evaluate.lc_winrate import EVAL_SET_SIZE, gamed_file_path, is_extreme_change, length_adjusted
 from stages.s4_evaluate.request_log import Answer, RequestLog
-from ray_cluster.generation import open_backend
 
 log = logging.getLogger("rlhf_stack")
 RESULTS = "results.json"
@@ -65,15 +65,13 @@ def evaluate_policy(ctx: JobContext, name: str, alias: str | None) -> dict[str, 
     if ctx.dry_run:
         return {}
     requests_log = RequestLog(ctx.work_dir / "generations.jsonl")
-    answers = _policy_answers(ctx, requests_log, model_dir, name, ae, mt, gt_prompts)
-    results: dict[str, Any] = {"kind": "policy", "name": name, "origin": origin, "ppo_backend": ppo_backend}
-    if ae or mt:
-        judge_dir = model_dir_for(ctx, cfg.judge, cfg.judge_engine)
-        results["judge"] = {"model": cfg.judge, "source": ctx.recipe.models[cfg.judge].source,
-                            "backend": cfg.judge_engine.backend, "temperature": 0.0, "seed": ctx.seed}
-        judge_requests = (_alpaca_judge_requests(ctx, ae, answers, name) if ae else []) + \
-                         (_mt_judge_requests(ctx, mt, answers) if mt else [])
-        verdicts = _run(ctx, requests_log, judge_dir, cfg.judge_engine, cfg.judge, judge_requests, f"{name}: judge")
+    precision: dict[str, str | None] = {}  # engines really started by this job (none when all was resumed)
+    engines = JobEngines(ctx)
+    try:
+        results, verdicts, answers = _generate(ctx, engines, requests_log, model_dir, name, origin, ppo_backend,
+                                               ae, mt, gt_prompts, precision)
+    finally:
+        engines.close()
     if ae:
         results["alpaca_eval"] = _alpaca_results(ctx, ae, answers, verdicts, name)
     if mt:
@@ -81,7 +79,9 @@ def evaluate_policy(ctx: JobContext, name: str, alias: str | None) -> dict[str, 
     if gt_prompts is not None:
         results["compliance"] = ground_truth.compliance_results(ctx, checker, gt_prompts, answers)
     write_json_atomic(ctx.out_dir / RESULTS, results)
-    summary: dict[str, Any] = {}
+    summary: dict[str, Any] = {"precision": precision} if precision else {}
+    if engines.starts or engines.swaps:
+        summary.update(engine_starts=engines.starts, engine_weight_swaps=engines.swaps)
     if gt_prompts is not None:
         summary["mean_compliance"] = results["compliance"]["mean_compliance"]
     if ae:
@@ -93,18 +93,40 @@ def evaluate_policy(ctx: JobContext, name: str, alias: str | None) -> dict[str, 
     return summary
 
 
-def _run(ctx: JobContext, requests_log: RequestLog, model_dir: Path | None, engine: Any, model_name: str,
-         requests: list[GenerationRequest], description: str) -> dict[str, Answer]:
-    """Results of `requests`, starting the engines only when some are not finished yet."""
+def _generate(ctx: JobContext, engines: JobEngines, requests_log: RequestLog, model_dir: Path | None, name: str,
+              origin: str, ppo_backend: str | None, ae: AlpacaInputs | None, mt: mt_rules.MTBenchData | None,
+              gt_prompts: list[PromptRecord] | None, precision: dict[str, str | None]) -> tuple[dict, dict, dict]:
+    """The policy's answers, then the judge's verdicts on them; the results dict begun."""
+    cfg = ctx.recipe.section("evaluate")
+    answers = _policy_answers(ctx, engines, requests_log, model_dir, name, ae, mt, gt_prompts, precision)
+    results: dict[str, Any] = {"kind": "policy", "name": name, "origin": origin, "ppo_backend": ppo_backend}
+    verdicts: dict[str, Answer] = {}
+    if ae or mt:
+        judge_dir = model_dir_for(ctx, cfg.judge, cfg.judge_engine)
+        results["judge"] = {"model": cfg.judge, "source": ctx.recipe.models[cfg.judge].source,
+                            "backend": cfg.judge_engine.backend, "temperature": 0.0, "seed": ctx.seed}
+        judge_requests = (_alpaca_judge_requests(ctx, ae, answers, name) if ae else []) + \
+                         (_mt_judge_requests(ctx, mt, answers) if mt else [])
+        verdicts = _run(engines, requests_log, judge_dir, cfg.judge_engine, cfg.judge, judge_requests,
+                        f"{name}: judge", precision, "judge engine")
+    return results, verdicts, answers
+
+
+def _run(engines: JobEngines, requests_log: RequestLog, model_dir: Path | None, engine: Any, model_name: str,
+         requests: list[GenerationRequest], description: str, precision: dict[str, str | None],
+         role: str) -> dict[str, Answer]:
+    """Results of `requests`, starting (or reusing) an engine only when some are not finished yet (its precision
+    under `role` in `precision`)."""
     if requests_log.missing(requests):
-        with open_backend(model_dir, engine, cluster=ctx.cluster, seed=ctx.seed, model_name=model_name) as backend:
-            return requests_log.run(backend, requests, description)
+        backend = engines.get(model_dir, engine, model_name)
+        precision[role] = backend.precision
+        return requests_log.run(backend, requests, description)
     return requests_log.run(None, requests, description)
 
 
-def _policy_answers(ctx: JobContext, requests_log: RequestLog, model_dir: Path | None, name: str,
+def _policy_answers(ctx: JobContext, engines: JobEngines, requests_log: RequestLog, model_dir: Path | None, name: str,
                     ae: AlpacaInputs | None, mt: mt_rules.MTBenchData | None,
-                    gt_prompts: list[PromptRecord] | None) -> dict[str, Answer]:
+                    gt_prompts: list[PromptRecord] | None, precision: dict[str, str | None]) -> dict[str, Answer]:
     cfg = ctx.recipe.section("evaluate")
     first = (alpaca_answer_requests(ae.instructions, cfg.alpaca_eval.max_new_tokens, ctx.seed) if ae else []) + \
             (_mt_turn_requests(ctx, mt, 1, {}) if mt else []) + \
@@ -114,11 +136,12 @@ def _policy_answers(ctx: JobContext, requests_log: RequestLog, model_dir: Path |
         second = _mt_turn_requests(ctx, mt, 2, answers) if mt else []
         if not requests_log.missing(second):
             return {**answers, **requests_log.run(None, second, "")}
-    with open_backend(model_dir, cfg.policy_engine, cluster=ctx.cluster, seed=ctx.seed, model_name=name) as backend:
-        answers = requests_log.run(backend, first, f"{name}: answers")
-        if mt:  # the second turn follows the policy's own first answer
-            answers.update(requests_log.run(backend, _mt_turn_requests(ctx, mt, 2, answers),
-                                            f"{name}: MT-Bench turn 2"))
+    backend = engines.get(model_dir, cfg.policy_engine, name)
+    precision["policy engine"] = backend.precision
+    answers = requests_log.run(backend, first, f"{name}: answers")
+    if mt:  # the second turn follows the policy's own first answer
+        answers.update(requests_log.run(backend, _mt_turn_requests(ctx, mt, 2, answers),
+                                        f"{name}: MT-Bench turn 2"))
     return answers
 
 
@@ -291,11 +314,17 @@ def write_reference_outputs(ctx: JobContext) -> dict[str, Any]:
         return {}
     requests = alpaca_answer_requests(rows, cfg.alpaca_eval.max_new_tokens, ctx.seed)
     model_dir = model_dir_for(ctx, alias, cfg.policy_engine)
-    answers = _run(ctx, RequestLog(ctx.work_dir / "generations.jsonl"), model_dir, cfg.policy_engine, alias, requests,
-                   f"{alias}: AlpacaEval reference")
+    precision: dict[str, str | None] = {}
+    engines = JobEngines(ctx)
+    try:
+        answers = _run(engines, RequestLog(ctx.work_dir / "generations.jsonl"), model_dir, cfg.policy_engine, alias,
+                       requests, f"{alias}: AlpacaEval reference", precision, "reference engine")
+    finally:
+        engines.close()
     out = [{"instruction": row["instruction"], "output": answers[req.id].text, "generator": alias,
             "dataset": row.get("dataset")} for row, req in zip(rows, requests) if answers[req.id].text is not None]
     write_json_atomic(ctx.out_dir / REFERENCE_FILE, out)
     log.info("AlpacaEval reference: %d of %d instructions answered by %s", len(out), len(rows), alias)
-    return {"reference_model": alias, "answered": len(out), "instructions": len(rows), "data": loaded.description}
+    return {"reference_model": alias, "answered": len(out), "instructions": len(rows), "data": loaded.description,
+            **({"precision": precision} if precision else {})}
 

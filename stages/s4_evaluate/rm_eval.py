@@ -7,6 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from rlhf_stack.core.precision import of_model
 from rlhf_stack.core.artifacts import write_json_atomic
 from rlhf_stack.core.pipeline import JobContext
 from rlhf_stack.core.records import write_jsonl
@@ -70,5 +73,8 @@ def evaluate_reward_model(ctx: JobContext, name: str, model_dir: Path, origin: s
                              "scores_file": scores_file(GROUND_TRUTH)}
         summary.update({f"ground_truth_{kind}_accuracy": r["accuracy"] for kind, r in out[GROUND_TRUTH].items()
                         if kind in gt.PAIR_KINDS})
+    if rm is not None:  # None when every score was kept from an interrupted run
+        summary["precision"] = {"reward model scoring": of_model(rm.model)}
+        summary["threads"] = torch.get_num_threads()
     write_json_atomic(ctx.out_dir / RESULTS, out)
     return summary

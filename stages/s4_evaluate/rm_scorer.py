@@ -21,6 +21,7 @@ from typing import Any
 
 from rlhf_stack.core.chat import prompt_ids, response_ids, user_messages
 from rlhf_stack.core.errors import ModelError
+from rlhf_stack.core.precision import resolve, torch_dtype
 from rlhf_stack.core.progress import Progress
 from stages.s4_evaluate.rm_items import RMItem
 
@@ -43,8 +44,8 @@ def load_reward_model(folder: Path, dtype: str = "auto", max_length_tokens: int 
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    torch_dtype = {"auto": "auto", "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
-    model, info = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch_dtype,
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, info = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch_dtype(resolve(dtype, device)),
                                                                      output_loading_info=True)
     rendering = "policy" if getattr(model.config, "value_head_prefix", None) else "conversation"
     backbone = f"{model.base_model_prefix}."
@@ -60,7 +61,6 @@ def load_reward_model(folder: Path, dtype: str = "auto", max_length_tokens: int 
         raise ModelError(f"{folder}: the tokenizer has no chat template, so conversations cannot be rendered for it "
                          "(save the template the RM was trained with into the folder)")
     limit = max_length_tokens or getattr(model.config, "max_position_embeddings", None) or 4096
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     return RewardModel(model.to(device).eval(), tokenizer, int(limit), rendering)
 
 

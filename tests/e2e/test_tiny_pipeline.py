@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 from rlhf_stack.core.artifacts import read_manifest
+from rlhf_stack.core.hardware import cpu_model_and_flags
+from rlhf_stack.core.precision import choose
 from rlhf_stack.app.cli import main
 from rlhf_stack.app.run_folder import load_run
 
@@ -38,6 +40,30 @@ def test_report_leads_with_the_comparison_table(tiny_run):
     assert "rm_distiller" in first_table and "binary_bt" in first_table
     assert "RewardBench" in first_table and "MT-Bench" in first_table
     assert sorted(p.name for p in (tiny_run / "report").glob("*.png"))
+
+
+# What each job's engines and trainers report, read from their live weights (not from the recipe).
+ROLES = {"s1_synthesize": {"teacher engine", "policy engine"}, "s2_distill": {"reward model training"},
+         "s3_ppo": {"policy", "reference", "critic", "reward model", "rollout engine"},
+         "s4_evaluate/rm": {"reward model scoring"}, "s4_evaluate/policy": {"policy engine", "judge engine"}}
+
+
+def test_every_engine_and_trainer_ran_at_the_precision_the_rule_gives_this_cpu(tiny_run):
+    auto = choose("cpu", cpu_model_and_flags()[1])  # the tiny recipe leaves every dtype at auto but distill's
+    for job in load_run(tiny_run).jobs():
+        got = read_manifest(tiny_run / job.folder).summary["precision"]
+        (roles,) = [r for prefix, r in ROLES.items() if job.folder.startswith(prefix)]
+        assert set(got) == roles, job.folder
+        want = "fp32" if job.stage == "distill" else auto  # tiny.yaml: distill.dtype fp32
+        assert set(got.values()) == {want}, (job.folder, got)
+
+
+def test_a_policy_job_swaps_the_judge_into_the_policy_engine(tiny_run):
+    """tiny.yaml serves policy and judge alike (hf, same settings; same architecture and tokenizer)."""
+    for job in load_run(tiny_run).jobs():
+        if job.folder.startswith("s4_evaluate/policy/"):
+            summary = read_manifest(tiny_run / job.folder).summary
+            assert (summary["engine_starts"], summary["engine_weight_swaps"]) == (1, 1), job.folder
 
 
 def _manifest_texts(run_dir: Path) -> dict[str, str]:

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rlhf_stack.core.hardware import cpu_model_and_flags
+from rlhf_stack.core.precision import choose
 from rlhf_stack.core.artifacts import read_manifest
 from rlhf_stack.core.errors import ModelError
 from rlhf_stack.core.pipeline import config_hash, run_jobs
@@ -52,7 +54,8 @@ def test_rm_job_scores_every_benchmark_and_the_numbers_recompute(tmp_path, tiny_
     assert run_jobs(recipe, jobs(recipe), {"evaluate"}) == {"s4_evaluate/rm/ext": "ran"}
     folder = recipe.run_path / "s4_evaluate" / "rm" / "ext"
     manifest = read_manifest(folder)
-    assert manifest.kind == "evaluation" and set(manifest.summary) == set(BENCHES)
+    assert manifest.kind == "evaluation" and set(manifest.summary) == set(BENCHES) | {"precision", "threads"}
+    assert manifest.summary["precision"] == {"reward model scoring": choose("cpu", cpu_model_and_flags()[1])}
     results = json.loads((folder / "results.json").read_text())
     for bench in BENCHES:
         records = [json.loads(line) for line in (folder / f"scores-{bench}.jsonl").read_text().splitlines()]

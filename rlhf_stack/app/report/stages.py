@@ -86,10 +86,25 @@ def cost_section(view: RunView) -> list[str]:
     if not view.manifests:
         return []
     by_stage: dict[str, float] = {}
+    stage_precision: dict[str, set[str]] = {}
+    rows = []
     for rel, m in view.manifests.items():
-        by_stage[rel.split("/")[0]] = by_stage.get(rel.split("/")[0], 0.0) + m.wall_time_s
-    rows = [[f"`{rel}`", _fmt(m.wall_time_s, 1)] for rel, m in view.manifests.items()]
-    rows += [[f"**{stage}**", f"**{_fmt(seconds, 1)}**"] for stage, seconds in by_stage.items()]
+        stage = rel.split("/")[0]
+        by_stage[stage] = by_stage.get(stage, 0.0) + m.wall_time_s
+        precision = m.summary.get("precision") or {}
+        stage_precision.setdefault(stage, set()).update(v for v in precision.values() if v)
+        rows.append([f"`{rel}`", _fmt(m.wall_time_s, 1), precision_text(precision)])
+    rows += [[f"**{stage}**", f"**{_fmt(seconds, 1)}**", "/".join(sorted(stage_precision[stage]))]
+             for stage, seconds in by_stage.items()]
     total = sum(by_stage.values())
-    return ["## Wall time", "", "Time each finished folder took when it ran (a skipped rerun costs nothing).", ""] + \
-        _table(["folder", "seconds"], rows + [["**total**", f"**{_fmt(total, 1)}**"]])
+    return ["## Wall time", "", "Time each finished folder took when it ran (a skipped rerun costs nothing), and the "
+            "precision its engines and trainers really ran at.", ""] + \
+        _table(["folder", "seconds", "precision"], rows + [["**total**", f"**{_fmt(total, 1)}**", ""]])
+
+
+def precision_text(precision: dict[str, str | None] | None) -> str:
+    """`fp32` when every engine and trainer of a folder ran alike, else `policy bf16, judge engine fp32`."""
+    found = {k: v for k, v in (precision or {}).items() if v}
+    if len(set(found.values())) == 1:
+        return next(iter(found.values()))
+    return ", ".join(f"{k} {v}" for k, v in sorted(found.items()))
