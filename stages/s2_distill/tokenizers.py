@@ -57,14 +57,7 @@ def kl_tokenizer_problem(student: Any, teacher: Any, sample_texts: list[str]) ->
                 f"{len(missing)} student token(s) missing from the teacher, e.g. {missing[:3]}; {len(moved)} with "
                 f"another id, e.g. {moved[:3]}; {len(inside)} teacher-only token(s) at ids the student uses, "
                 f"e.g. {inside[:3]})")
-    if student.eos_token_id != teacher.eos_token_id:
-        return f"EOS ids differ ({student.eos_token_id} vs {teacher.eos_token_id})"
-    for text in sample_texts:
-        ids_a = student(text, add_special_tokens=False)["input_ids"]
-        ids_b = teacher(text, add_special_tokens=False)["input_ids"]
-        if ids_a != ids_b:
-            return f"the same text tokenizes differently: {text[:40]!r} -> {ids_a[:8]}... vs {ids_b[:8]}..."
-    return None
+    return _same_ids_problem(student, teacher, sample_texts)
 
 
 def tokenizer_mismatch(student: Any, other: Any, sample_texts: list[str]) -> str | None:
@@ -75,6 +68,11 @@ def tokenizer_mismatch(student: Any, other: Any, sample_texts: list[str]) -> str
         moved = sum(1 for t in a.keys() & b.keys() if a[t] != b[t])
         return (f"vocabularies differ ({len(a)} vs {len(b)} entries; {only_a} only in the student, "
                 f"{only_b} only in the other, {moved} with different ids)")
+    return _same_ids_problem(student, other, sample_texts)
+
+
+def _same_ids_problem(student: Any, other: Any, sample_texts: list[str]) -> str | None:
+    """Why two tokenizers with compatible vocabularies still disagree (EOS id, ids of a sample text), or None."""
     if student.eos_token_id != other.eos_token_id:
         return f"EOS ids differ ({student.eos_token_id} vs {other.eos_token_id})"
     for text in sample_texts:
