@@ -40,7 +40,8 @@ ATTEMPT_TIMEOUT_S = 600
 # margins, whose last digits move with the teacher's batch composition.
 DETERMINISTIC = {"s2_distill/binary_bt", "s3_ppo/binary_bt", "s4_evaluate/rm/binary_bt", "s4_evaluate/policy/initial",
                  "s4_evaluate/policy/binary_bt"}
-TIMING_KEYS = {"pairs_per_s", "tokens_per_s", "tstamp", "rollout_s", "train_s", "iteration_s"}
+TIMING_KEYS = {"pairs_per_s", "tokens_per_s", "tstamp", "rollout_s", "scoring_s", "train_s", "weight_sync_s",
+               "iteration_s"}
 ID_KEYS = ("id", "step", "iteration", "final", "question_id", "turn", "instruction")
 JOURNALS = ("s1_synthesize/_work/requests.jsonl", "s4_evaluate/policy/*/_work/generations.jsonl")
 S1_STATS = "s1_synthesize/stats.json"
@@ -140,8 +141,10 @@ def run_until_killed(run_dir: Path, log_path: Path, point: KillPoint, folders: l
             for match in started.finditer(text, seen):
                 current = folders.index(match.group(1))
             seen = text.rfind("\n") + 1
-            if kill_at is None and current is not None and (current > point.job or (
-                    current == point.job and len(finished_ids(run_dir / JOURNALS[0])) >= point.after_requests)):
+            if current is not None and current > point.job:  # past the target (it ran faster here): kill now
+                kill_at = time.monotonic() if kill_at is None else min(kill_at, time.monotonic())
+            elif kill_at is None and current == point.job \
+                    and len(finished_ids(run_dir / JOURNALS[0])) >= point.after_requests:
                 kill_at = time.monotonic() + point.offset_s
             if second_run and second is None and f'"pid": {proc.pid},' in _text(run_dir / LOCK):
                 second = start(run_dir, None, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -87,7 +87,7 @@ def test_after_a_ppo_step_the_engine_samples_from_the_updated_weights(tiny_polic
                        work_dir=tmp_path / "_work", seed=0, cluster=CLUSTER)
     probe = trainer.prompts[:4]
     with open_rollout_engine(cfg, trainer.policy, trainer.tokenizer, work_dir=trainer.work_dir, cluster=CLUSTER,
-                             seed=0) as engine:
+                             seed=0, precision=trainer.precision) as engine:
         served = trainer.work_dir / "rollout_policy" / "model.safetensors"  # the engines' starting copy
         written = served.stat().st_mtime_ns
         before = _greedy_from_engine(engine, probe, 8)
