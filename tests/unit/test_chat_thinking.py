@@ -2,6 +2,7 @@
 way Qwen3's does (written here, no hub) gets the closed empty reasoning block in every generation prompt."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
@@ -22,14 +23,18 @@ FORCED_THINK = _TURNS + "{%- if add_generation_prompt %}{{ '<|im_start|>assistan
 CLOSED = "<|im_start|>assistant\n<think>\n\n</think>\n\n"
 
 
-@pytest.fixture
-def qwen3_style(tiny_model, tmp_path):
-    folder = tmp_path / "qwen3-style"
-    shutil.copytree(tiny_model, folder)
+def with_template(model: Path, folder: Path, template: str) -> Path:
+    """A copy of `model` whose tokenizer carries `template` as its chat template."""
+    shutil.copytree(model, folder)
     tok = AutoTokenizer.from_pretrained(folder)
-    tok.chat_template = QWEN3_STYLE
+    tok.chat_template = template
     tok.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def qwen3_style(tiny_model, tmp_path):
+    return with_template(tiny_model, tmp_path / "qwen3-style", QWEN3_STYLE)
 
 
 def test_generation_prompts_close_the_reasoning_block(qwen3_style):
@@ -71,11 +76,7 @@ def test_validate_refuses_a_model_that_always_thinks(tiny_model, tmp_path):
     from rlhf_stack.app.recipe import load_recipe
     from rlhf_stack.core.errors import RecipeError
 
-    folder = tmp_path / "thinker"
-    shutil.copytree(tiny_model, folder)
-    tok = AutoTokenizer.from_pretrained(folder)
-    tok.chat_template = FORCED_THINK
-    tok.save_pretrained(folder)
+    folder = with_template(tiny_model, tmp_path / "thinker", FORCED_THINK)
     (tmp_path / "prompts.jsonl").write_text('{"id": "a", "prompt": "Hi"}\n')
     recipe = {"name": "t", "models": {"teacher": str(folder)}, "data": {"prompts": "prompts.jsonl"}}
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
