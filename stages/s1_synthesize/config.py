@@ -71,6 +71,9 @@ class SynthesizeConfig(StrictModel):
     score_top_logprobs: int = Field(20, ge=2)  # alternatives read per score token (score_from: expectation)
     structured_refinement: bool = True  # constrain the refinement to its tag layout (regex)
     refine_max_chars: int | None = Field(None, ge=1)  # with structured_refinement: longest block, in characters
+    # With structured_refinement: "one_line" holds the diagnosis to one line. Small teachers otherwise reason until
+    # the token limit and never reach the edit (SmolLM2-135M, 256 tokens: 19 of 30 edits parsed vs 3 of 30).
+    refine_reasoning: Literal["free", "one_line"] = "free"
     candidate_sampling: SamplingConfig = SamplingConfig(**_SAMPLED, max_new_tokens=1024)
     judge_sampling: SamplingConfig = SamplingConfig(max_new_tokens=20)
     answer_sampling: SamplingConfig = SamplingConfig(**_SAMPLED, max_new_tokens=1024)  # y_T
@@ -103,6 +106,9 @@ class SynthesizeConfig(StrictModel):
         if self.refine_max_chars is not None and not self.structured_refinement:
             problems.append(Problem("synthesize.refine_max_chars", "only applies with structured_refinement: true",
                                     "remove it or set structured_refinement: true"))
+        if self.refine_reasoning != "free" and not self.structured_refinement:
+            problems.append(Problem("synthesize.refine_reasoning", f"{self.refine_reasoning!r} only applies with "
+                                    "structured_refinement: true", "set it to free or structured_refinement: true"))
         if self.candidates_from == "dataset" and self.generators:
             problems.append(Problem("synthesize.generators", "no generator runs with candidates_from: dataset "
                                     "(the prompt records' chosen and rejected answers are the candidates)",

@@ -44,7 +44,8 @@ class LLMJudge:
         self._calibrate_sampling = to_sampling(cfg.calibrate_sampling, regex=ONE_SCORE if constrained else None,
                                                top_logprobs=k)
         self._refine_sampling = to_sampling(cfg.refine_sampling, regex=(
-            refine_regex(cfg.refine_max_chars) if cfg.structured_refinement else None))
+            refine_regex(cfg.refine_max_chars, cfg.refine_reasoning == "one_line") if cfg.structured_refinement
+            else None))
 
     def score_pairs(self, items: Sequence[PairItem]) -> list[Verdict[tuple[float, float]]]:
         def build(item: PairItem, sampling: Sampling, key: str) -> GenerationRequest:

@@ -104,10 +104,12 @@ def _body(max_chars: int | None, stop_after_lt: str) -> str:
     return f"{unit}{{1,{max_chars}}}" if max_chars else f"{unit}+"
 
 
-def refine_regex(max_chars: int | None) -> str:
-    """The refinement's tag layout, each block at most `max_chars` characters when given."""
+def refine_regex(max_chars: int | None, one_line_reasoning: bool = False) -> str:
+    """The refinement's tag layout, each block at most `max_chars` characters when given; with
+    `one_line_reasoning` the diagnosis is a single line without '<'."""
     body = _body(max_chars, "E")
-    return (f"{REASONING[0]}\n{body}\n{REASONING[1]}\n{MODIFIED[0]}\n{body}\n{MODIFIED[1]}")
+    reasoning = (f"[^\n<]{{1,{max_chars}}}" if max_chars else "[^\n<]+") if one_line_reasoning else body
+    return f"{REASONING[0]}\n{reasoning}\n{REASONING[1]}\n{MODIFIED[0]}\n{body}\n{MODIFIED[1]}"
 
 
 def rewrite_regex(max_chars: int | None) -> str:

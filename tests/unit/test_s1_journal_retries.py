@@ -96,7 +96,7 @@ def test_recipe_checks_of_the_synthesize_section(tmp_path):
     raw = yaml.safe_load(open(REPO_TINY))
     raw["data"]["prompts"] = str(tmp_path / "p.jsonl")
     (tmp_path / "p.jsonl").write_text('{"id": "a", "prompt": "hi"}\n')
-    raw["synthesize"].update(structured_refinement=False, generators=["policy", "policy"],
+    raw["synthesize"].update(structured_refinement=False, refine_reasoning="one_line", generators=["policy", "policy"],
                              answer_sampling={"max_new_tokens": 4096})
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -104,6 +104,7 @@ def test_recipe_checks_of_the_synthesize_section(tmp_path):
         load_recipe(path)
     text = str(e.value)
     assert "synthesize.refine_max_chars: only applies with structured_refinement: true" in text
+    assert "synthesize.refine_reasoning: 'one_line' only applies with structured_refinement: true" in text
     assert "synthesize.generators: lists a model twice" in text
     assert "synthesize.answer_sampling.max_new_tokens: 4096 leaves no room for the prompt in " \
            "teacher_engine.max_model_len (1024)" in text

@@ -53,6 +53,11 @@ def test_structured_refinement_regex_parses_and_bounds_blocks():
     assert re.fullmatch(refine_regex(None), text)
     assert re.fullmatch(refine_regex(12), text)
     assert not re.fullmatch(refine_regex(5), text)  # "short why" is longer than 5 characters
+    assert re.fullmatch(refine_regex(None, one_line_reasoning=True), text)
+    assert re.fullmatch(refine_regex(12, one_line_reasoning=True), text)
+    two_lines = text.replace("short why", "short\nwhy")
+    assert re.fullmatch(refine_regex(None), two_lines)
+    assert not re.fullmatch(refine_regex(None, one_line_reasoning=True), two_lines)
     assert parse_refinement(text, "broken a<b").value == "fixed a<b"
     assert re.fullmatch(rewrite_regex(20), "<response>new</response>")
     assert "BETTER" not in rewrite_messages("Q", "R", "better", "honesty and safety")[0][1]
