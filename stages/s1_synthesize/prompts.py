@@ -108,7 +108,7 @@ def refine_regex(max_chars: int | None, one_line_reasoning: bool = False) -> str
     """The refinement's tag layout, each block at most `max_chars` characters when given; with
     `one_line_reasoning` the diagnosis is a single line without '<'."""
     body = _body(max_chars, "E")
-    reasoning = (f"[^\n<]{{1,{max_chars}}}" if max_chars else "[^\n<]+") if one_line_reasoning else body
+    reasoning = (rf"[^\n<]{{1,{max_chars}}}" if max_chars else r"[^\n<]+") if one_line_reasoning else body
     return f"{REASONING[0]}\n{reasoning}\n{REASONING[1]}\n{MODIFIED[0]}\n{body}\n{MODIFIED[1]}"
 
 
