@@ -14,6 +14,12 @@ A pairwise judgment of true scores (t1, t2), shown in that order:
     both clamped to [1, 10]
 
 A single score (the calibrated score of a refined answer) gets only the Gaussian term, then the clamp.
+
+A pointwise judgment (a direct judge scoring one answer alone, as when the teacher itself is the reward) has no
+second answer to swap with, so its flip mirrors the score on the scale:
+
+    s = SCORE_MIN + SCORE_MAX - t if u < flip_prob else t      # the teacher rates a good answer bad, and back
+    s += score_sigma_points * e;  clamped to [1, 10]
 """
 
 from __future__ import annotations
@@ -69,6 +75,14 @@ class NoiseModel:
         """Noisy version of one true score (Gaussian term and clamp only)."""
         rng = self._rng("single", key)
         return _clamp(score + self.cfg.score_sigma_points * rng.gauss(0.0, 1.0))
+
+    def pointwise(self, key: str, score: float) -> float:
+        """A direct judge's noisy score of one answer with true score `score` (mirror flip, Gaussian term, clamp)."""
+        rng = self._rng("pointwise", key)
+        u, e = rng.random(), rng.gauss(0.0, 1.0)
+        if u < self.cfg.flip_prob:
+            score = SCORE_MIN + SCORE_MAX - score
+        return _clamp(score + self.cfg.score_sigma_points * e)
 
     def _rng(self, role: str, key: str) -> random.Random:
         digest = hashlib.sha256(f"{self.seed}\x00{role}\x00{key}".encode()).digest()

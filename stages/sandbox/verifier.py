@@ -87,6 +87,10 @@ class Verifier:
         """The teacher's 1-10 score of a refined answer: its true score with the Gaussian noise term."""
         return self.noise.single(_key(prompt_id, edited), self.true_score(prompt_id, edited))
 
+    def pointwise_score(self, prompt_id: str, text: str) -> float:
+        """The noisy teacher's direct 1-10 score of one answer, shown alone: the reward of a direct judge."""
+        return self.noise.pointwise(_key(prompt_id, text), self.true_score(prompt_id, text))
+
     def diagnosis(self, prompt_id: str, rejected: str) -> str:
         """A one-line account of what the refinement of `rejected` changed, for the record of the refinement."""
         before = self.checks(prompt_id, rejected)

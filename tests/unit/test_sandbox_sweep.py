@@ -14,7 +14,7 @@ from rlhf_stack.app.recipe import load_recipe
 from rlhf_stack.app.report import write_report
 from rlhf_stack.app.recipe import cell_name, sweep_cells
 from rlhf_stack.app.sweep_config import SweepConfig
-from rlhf_stack.app.report.sweep import t_interval
+from rlhf_stack.core.intervals import t_interval
 
 REPO = Path(__file__).resolve().parents[2]
 FLIP = "synthesize.verifier.noise.flip_prob"

@@ -101,6 +101,17 @@ def test_gaussian_noise_has_the_configured_spread_and_no_bias():
     assert abs(statistics.fmean(singles)) < 0.05 and 0.45 < statistics.stdev(singles) < 0.55
 
 
+def test_pointwise_judgments_mirror_at_the_flip_rate_and_are_deterministic():
+    model = NoiseModel(NoiseConfig(flip_prob=0.2), seed=0)
+    scores = [model.pointwise(f"item{i}", 8.0) for i in range(N)]
+    assert set(scores) == {8.0, 3.0}  # 1 + 10 - 8: a good answer rated as bad as it is good
+    assert 0.18 < scores.count(3.0) / N < 0.22
+    assert scores == [model.pointwise(f"item{i}", 8.0) for i in range(N)]
+    noisy = Verifier({"p1": PROMPT}, NoiseConfig(score_sigma_points=0.5), seed=1)
+    assert noisy.pointwise_score("p1", TWO_MET) == noisy.pointwise_score("p1", TWO_MET) != 7.0
+    assert exact().pointwise_score("p1", TWO_MET) == 7.0
+
+
 def test_position_bias_favours_the_answer_shown_first_and_scores_stay_on_the_scale():
     exact_bias = NoiseModel(NoiseConfig(position_bias_points=1.0), seed=0)
     assert exact_bias.pair("x", 5.0, 5.0)[:2] == (6.0, 5.0)

@@ -21,6 +21,7 @@ from rlhf_stack.app.run_folder import SWEEP_INFO
 from rlhf_stack.app.sweep_config import CELLS
 from rlhf_stack.core import plots
 from rlhf_stack.core.artifacts import read_manifest, write_atomic, write_json_atomic
+from rlhf_stack.core.intervals import seed_stats
 from rlhf_stack.core.markdown import DASH, fmt, table
 
 
@@ -61,27 +62,6 @@ METRICS = (
 )
 
 
-def t_interval(values: list[float]) -> tuple[float, float | None, float | None]:
-    """Mean and the bounds of its 95% Student t interval; no bounds from fewer than two values."""
-    from scipy.stats import t
-
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, None, None
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
-
-
-def _stats(by_seed: dict[int, float]) -> dict[str, Any]:
-    if not by_seed:
-        return {"values": {}, "n": 0, "mean": None, "low": None, "high": None}
-    mean, low, high = t_interval(list(by_seed.values()))
-    return {"values": {str(s): v for s, v in by_seed.items()}, "n": len(by_seed), "mean": mean, "low": low,
-            "high": high}
-
-
 def _point_label(values: dict[str, Any]) -> str:
     return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in values.items()) or "all cells"
 
@@ -102,8 +82,8 @@ def collect(run_dir: Path, recipe: RecipeBase, cells: list[Cell]) -> dict[str, A
                     value = m.read(_source(folder, m, name))
                     if value is not None:
                         raw[m.key].setdefault(label, {}).setdefault(name, {})[cell.seed] = value
-    metrics = {k: {label: {name: _stats(seeds) for name, seeds in by_name.items()} for label, by_name in v.items()}
-               for k, v in raw.items() if v}
+    metrics = {k: {label: {name: seed_stats(seeds) for name, seeds in by_name.items()}
+                   for label, by_name in v.items()} for k, v in raw.items() if v}
     baseline = recipe.sweep.baseline
     differences: dict[str, Any] = {}
     for key, by_point in raw.items():
@@ -114,7 +94,7 @@ def collect(run_dir: Path, recipe: RecipeBase, cells: list[Cell]) -> dict[str, A
                     continue
                 paired = {s: v - base[s] for s, v in seeds.items() if s in base}
                 if paired:
-                    differences.setdefault(key, {}).setdefault(label, {})[name] = _stats(paired)
+                    differences.setdefault(key, {}).setdefault(label, {})[name] = seed_stats(paired)
     return {"baseline": baseline, "grid": recipe.sweep.grid, "seeds": recipe.sweep.seeds,
             "points": {label: {"values": members[0].values, "cells": [c.name for c in members]}
                        for label, members in points.items()},
