@@ -9,9 +9,9 @@ import pytest
 
 from rlhf_stack.app.cli import main
 from rlhf_stack.app.recipe import load_recipe
+from rlhf_stack.core.intervals import t_interval
 from rlhf_stack.core.records import PreferenceRecord, read_jsonl
 from stages.sandbox import ScoredPair, Verifier, compliance_summary, pair_accuracy
-from rlhf_stack.app.report.sweep import t_interval
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "sandbox_tiny.yaml"
