@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_stack.app.recipe import Cell, RecipeBase, sweep_cells
+from rlhf_stack.app.report.natural_pairs import natural_pairs_section
 from rlhf_stack.app.run_folder import SWEEP_INFO
 from rlhf_stack.app.sweep_config import CELLS
 from rlhf_stack.core import plots
@@ -66,12 +67,18 @@ def _point_label(values: dict[str, Any]) -> str:
     return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in values.items()) or "all cells"
 
 
-def collect(run_dir: Path, recipe: RecipeBase, cells: list[Cell]) -> dict[str, Any]:
-    """summary.json: per metric, grid point and variant the per-seed values, mean and interval; the differences."""
-    variants = list(recipe.distill.variants) if recipe.distill else []
+def grid_points(cells: list[Cell]) -> dict[str, list[Cell]]:
+    """The cells of each grid point (its seeds), by the point's label."""
     points: dict[str, list[Cell]] = {}
     for cell in cells:
         points.setdefault(_point_label(cell.values), []).append(cell)
+    return points
+
+
+def collect(run_dir: Path, recipe: RecipeBase, cells: list[Cell]) -> dict[str, Any]:
+    """summary.json: per metric, grid point and variant the per-seed values, mean and interval; the differences."""
+    variants = list(recipe.distill.variants) if recipe.distill else []
+    points = grid_points(cells)
     raw: dict[str, dict[str, dict[str, dict[int, float]]]] = {m.key: {} for m in METRICS}
     for label, members in points.items():
         for cell in members:
@@ -126,7 +133,7 @@ def write_sweep_report(run_dir: Path, recipe: RecipeBase) -> Path:
              f"{len(cells)} cells: {len(summary['points'])} grid point(s) x {len(sweep.seeds)} seed(s) "
              f"({', '.join(map(str, sweep.seeds))}). Each number is the mean over seeds with its 95% t-interval "
              "in brackets (none from a single seed); accuracies and compliance in %.", ""]
-    lines += _differences(summary) + _seed_note(recipe)
+    lines += _differences(summary) + natural_pairs_section(run_dir, recipe, grid_points(cells)) + _seed_note(recipe)
     for m in METRICS:
         lines += _metric_section(m, summary, out, sweep.grid)
     lines += _cells_section(run_dir, cells)
