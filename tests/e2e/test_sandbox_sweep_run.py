@@ -9,7 +9,7 @@ import pytest
 
 from rlhf_stack.app.cli import main
 from rlhf_stack.app.recipe import load_recipe
-from rlhf_stack.core.intervals import t_interval
+from rlhf_stack.core.intervals import seeds_and_prompts_interval, t_interval
 from rlhf_stack.core.records import PreferenceRecord, read_jsonl
 from stages.sandbox import ScoredPair, Verifier, compliance_summary, pair_accuracy
 
@@ -93,6 +93,22 @@ def test_the_aggregate_report_is_computed_from_the_cells(sweep_run):
     for cell in CELLS:  # every cell is a normal run with its own report
         assert "## Ground truth (sandbox)" in (sweep_run / "cells" / cell / "report" / "report.md").read_text()
 
+
+
+def test_the_natural_pair_difference_covers_seeds_and_prompts(sweep_run):
+    """The report's natural-pair interval, recomputed from the pairs and each RM's rewards of them."""
+    pairs = jsonl(sweep_run / "cells" / CELLS[0] / "s4_evaluate" / "ground_truth" / "pairs.jsonl")
+    natural = [i for i, p in enumerate(pairs) if p["kind"] == "candidates"]
+    right = {(c, v): [r["chosen"][0] > r["rejected"][0] for r in
+                      jsonl(sweep_run / "cells" / c / "s4_evaluate" / "rm" / v / "scores-ground_truth.jsonl")]
+             for c in CELLS for v in VARIANTS}
+    diffs = {seed: [float(right[(c, VARIANTS[0])][i]) - float(right[(c, VARIANTS[1])][i]) for i in natural]
+             for seed, c in enumerate(CELLS)}
+    d = seeds_and_prompts_interval(diffs, [pairs[i]["prompt_id"] for i in natural])
+    report = (sweep_run / "report" / "report.md").read_text()
+    assert "## Natural pairs: resolved, or bounded" in report and "### What the pairs are made of" in report
+    row = next(line for line in report.splitlines() if line.startswith(f"| all cells | {VARIANTS[0]} - "))
+    assert f"| {100 * d['mean']:+.1f} |" in row and f"{d['items']} / {d['prompts']} / 2" in row
 
 def test_a_second_run_skips_every_cell_and_status_lists_them(sweep_run, capsys):
     manifests = sorted(sweep_run.glob("cells/*/**/manifest.json"))
