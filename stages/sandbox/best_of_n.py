@@ -20,7 +20,8 @@ The policy that best-of-N defines sits `bon_kl_nats(N) = log N - (N - 1) / N` na
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 def pick_probabilities(rewards: Sequence[float], n: int) -> list[float]:
@@ -57,3 +58,31 @@ def best_of_n_expected(gold: Sequence[float], rewards: Sequence[float], n: int) 
 def bon_kl_nats(n: int) -> float:
     """Analytic KL (nats) of the best-of-`n` policy from the sampling policy: log n - (n - 1) / n."""
     return math.log(n) - (n - 1) / n
+
+
+def best_of_n_curve(samples: Sequence[Mapping[str, Any]], rewards: Sequence[float],
+                    ns: Sequence[int]) -> dict[str, dict[str, float | int | None]]:
+    """Best-of-N gold per N, averaged over prompts: `{str(N): {"gold_mean", "compliance_mean", "prompts",
+    "kl_nats"}}`.
+
+    `samples` are one prompt's samples after another, each with "prompt_id", "true_score" and "compliance";
+    `rewards[i]` is the reward of `samples[i]`. A prompt counts toward N only if it has at least N samples.
+    """
+    if len(samples) != len(rewards):
+        raise ValueError(f"{len(samples)} samples but {len(rewards)} rewards: one reward per sample")
+    by_prompt: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_prompt.setdefault(s["prompt_id"], []).append(i)
+    out: dict[str, dict[str, float | int | None]] = {}
+    for n in ns:
+        gold, compliance = [], []
+        for rows in by_prompt.values():
+            if len(rows) < n:
+                continue
+            probs = pick_probabilities([rewards[i] for i in rows], n)
+            gold.append(sum(p * samples[i]["true_score"] for p, i in zip(probs, rows, strict=True)))
+            compliance.append(sum(p * samples[i]["compliance"] for p, i in zip(probs, rows, strict=True)))
+        out[str(n)] = {"gold_mean": sum(gold) / len(gold) if gold else None,
+                       "compliance_mean": sum(compliance) / len(compliance) if compliance else None,
+                       "prompts": len(gold), "kl_nats": bon_kl_nats(n)}
+    return out

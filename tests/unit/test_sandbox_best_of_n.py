@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import pytest
 
-from stages.sandbox.best_of_n import best_of_n_expected, bon_kl_nats, pick_probabilities
+from stages.sandbox.best_of_n import best_of_n_curve, best_of_n_expected, bon_kl_nats, pick_probabilities
 
 
 def brute_force(gold: list[float], rewards: list[float], n: int) -> float:
@@ -76,3 +76,15 @@ def test_kl_formula():
     assert bon_kl_nats(1) == 0.0
     assert bon_kl_nats(2) == pytest.approx(math.log(2) - 0.5)
     assert bon_kl_nats(32) == pytest.approx(math.log(32) - 31 / 32)
+
+
+def test_curve_averages_prompts_and_skips_prompts_with_too_few_samples():
+    samples = [{"prompt_id": "a", "true_score": 1.0, "compliance": 0.0},
+               {"prompt_id": "a", "true_score": 10.0, "compliance": 1.0},
+               {"prompt_id": "b", "true_score": 5.5, "compliance": 0.5}]
+    curve = best_of_n_curve(samples, [0.0, 1.0, 3.0], [1, 2])
+    # N=1: prompt a's mean 5.5 and prompt b's 5.5; N=2: only prompt a has two samples, and its pick has gold 10.
+    assert curve["1"] == {"gold_mean": 5.5, "compliance_mean": 0.5, "prompts": 2, "kl_nats": 0.0}
+    assert curve["2"]["gold_mean"] == 10.0 and curve["2"]["compliance_mean"] == 1.0 and curve["2"]["prompts"] == 1
+    assert best_of_n_curve(samples, [0.0, 1.0, 3.0], [3])["3"] == {
+        "gold_mean": None, "compliance_mean": None, "prompts": 0, "kl_nats": bon_kl_nats(3)}
