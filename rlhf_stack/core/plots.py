@@ -114,3 +114,34 @@ def interval_lines(path: Path, title: str, xs: Sequence[float | str],
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(plt, fig, path)
+
+
+def best_of_n_bands(path: Path, title: str, ns: Sequence[int], kl_nats: Sequence[float],
+                    series: Mapping[str, Sequence[tuple[float, float | None, float | None] | None]],
+                    ylabel: str) -> Path:
+    """Best-of-N curves: gold against N (log2 axis, left) and against KL in nats (right), one line per series.
+
+    Each point is (mean, low, high); the interval, where there is one, is drawn as a shaded band. None = no point.
+    """
+    plt, fig, (by_n, by_kl) = _figure(2)
+    for name, points in series.items():
+        for ax, xs in ((by_n, ns), (by_kl, kl_nats)):
+            pts = [(x, v) for x, v in zip(xs, points) if v is not None]
+            if not pts:
+                continue
+            line, = ax.plot([x for x, _ in pts], [v[0] for _, v in pts], marker="o", label=name)
+            banded = [(x, v) for x, v in pts if v[1] is not None and v[2] is not None]
+            if banded:
+                ax.fill_between([x for x, _ in banded], [v[1] for _, v in banded], [v[2] for _, v in banded],
+                                color=line.get_color(), alpha=0.15)
+    by_n.set_xscale("log", base=2)
+    by_n.set_xticks(list(ns))
+    by_n.set_xticklabels([str(n) for n in ns])
+    by_n.set_xlabel("N (samples per prompt)")
+    by_kl.set_xlabel("KL of best-of-N (nats)")
+    for ax in (by_n, by_kl):
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    by_n.set_title(title, fontsize=10)
+    by_kl.legend(fontsize=7)
+    return _save(plt, fig, path)

@@ -78,6 +78,9 @@ class GroundTruthConfig(StrictModel):
     # Seed of the held-out answers, apart from the recipe seed: runs with different seeds are measured on one set.
     seed: int = 0
     edit_pairs: bool = True  # also score each held-out answer against the verifier's repair of it
+    # Best-of-N (docs/sandbox.md "Best-of-N"): each RM picks its best of N samples, the verifier scores the pick.
+    best_of_n: list[int] | None = None  # the Ns, strictly increasing, e.g. [1, 2, 4, 8, 16, 32]; max(N) samples
+    best_of_n_generator: str = "policy"  # model alias that writes the best-of-N samples (the policy before PPO)
 
 
 class EvaluateConfig(StrictModel):
@@ -100,6 +103,8 @@ class EvaluateConfig(StrictModel):
             refs["evaluate.alpaca_eval.reference_model"] = self.alpaca_eval.reference_model
         if self.ground_truth:
             refs.update({f"evaluate.ground_truth.generators.{i}": g for i, g in enumerate(self.ground_truth.generators)})
+            if self.ground_truth.best_of_n:
+                refs["evaluate.ground_truth.best_of_n_generator"] = self.ground_truth.best_of_n_generator
         return refs
 
     def compute_uses(self, recipe: RecipeView) -> list[ComputeUse]:
@@ -162,6 +167,8 @@ class EvaluateConfig(StrictModel):
         if len(gt.generators) * gt.answers_per_generator < 2:
             problems.append(Problem(f"{key}.answers_per_generator", "one answer per prompt makes no pair",
                                     "set answers_per_generator: 2 or more"))
+        if gt.best_of_n is not None:
+            problems.extend(_best_of_n_problems(gt.best_of_n, f"{key}.best_of_n"))
         if recipe.data.splits.evaluate == 0:
             problems.append(Problem("data.splits.evaluate", "is 0, so ground_truth has no prompts to evaluate on",
                                     "give the evaluate split a share, e.g. 0.2"))
@@ -176,3 +183,14 @@ class EvaluateConfig(StrictModel):
                    self.ground_truth is not None) and has_rms
         policy_work = self.alpaca_eval is not None or self.mt_bench is not None or self.ground_truth is not None
         return rm_work or (policy_work and has_policies)
+
+
+def _best_of_n_problems(ns: list[int], key: str) -> list[Problem]:
+    """The best-of-N list must be non-empty, each N >= 1, strictly increasing (so also unique)."""
+    if not ns:
+        return [Problem(key, "is an empty list", "list the Ns, e.g. [1, 2, 4, 8], or remove the key")]
+    if min(ns) < 1:
+        return [Problem(key, f"has an N below 1: {ns}", "every N is a number of samples, 1 or more")]
+    if any(b <= a for a, b in zip(ns, ns[1:])):
+        return [Problem(key, f"is not strictly increasing: {ns}", f"use {sorted(set(ns))}")]
+    return []

@@ -18,10 +18,12 @@ from stages.s4_evaluate.rm_metrics import METRICS, official_breakdown
 from stages.s4_evaluate import ground_truth as gt
 from stages.s4_evaluate.rm_scorer import load_reward_model, score_items
 from stages.s4_evaluate.score_rm import load_benchmark
+from stages.sandbox.best_of_n import best_of_n_curve
 
 log = logging.getLogger("rlhf_stack")
 RESULTS = "results.json"
 GROUND_TRUTH = "ground_truth"
+BEST_OF_N = "best_of_n"
 
 
 def scores_file(benchmark: str) -> str:
@@ -39,9 +41,11 @@ def evaluate_reward_model(ctx: JobContext, name: str, model_dir: Path, origin: s
     for bench, src in cfg.sources().items():
         key = f"evaluate.rm_benchmarks.{bench}"
         data[bench] = load_benchmark(src, bench, key, ctx.recipe.base_dir)
-    pairs = gt.read_pairs(ctx.input(gt.FOLDER)) if ctx.recipe.section("evaluate").ground_truth else None
+    gt_cfg = ctx.recipe.section("evaluate").ground_truth
+    pairs = gt.read_pairs(ctx.input(gt.FOLDER)) if gt_cfg else None
     if ctx.dry_run:
         return {}
+    samples = gt.read_best_of_n_samples(ctx.input(gt.FOLDER)) if gt_cfg and gt_cfg.best_of_n else None
     rm = None
 
     def scores(bench: str, items: list, description: str) -> tuple[list[dict], int]:
@@ -73,6 +77,13 @@ def evaluate_reward_model(ctx: JobContext, name: str, model_dir: Path, origin: s
                              "scores_file": scores_file(GROUND_TRUTH)}
         summary.update({f"ground_truth_{kind}_accuracy": r["accuracy"] for kind, r in out[GROUND_TRUTH].items()
                         if kind in gt.PAIR_KINDS})
+    if samples is not None:
+        records, truncated = scores(BEST_OF_N, gt.best_of_n_items(samples), f"{name}: best-of-N sample rewards")
+        curve = best_of_n_curve(samples, [r["chosen"][0] for r in records], gt_cfg.best_of_n)
+        out[BEST_OF_N] = curve
+        out[f"{BEST_OF_N}_scoring"] = {"samples": len(samples), "truncated_sequences": truncated,
+                                       "scores_file": scores_file(BEST_OF_N)}
+        summary.update({f"best_of_{n}_compliance": c["compliance_mean"] for n, c in curve.items()})
     if rm is not None:  # None when every score was kept from an interrupted run
         summary["precision"] = {"reward model scoring": of_model(rm.model)}
         summary["threads"] = torch.get_num_threads()

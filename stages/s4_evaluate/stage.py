@@ -10,6 +10,7 @@ reward_model(s) + policy(ies) -> evaluation (per-item scores and benchmark table
     s4_evaluate/ground_truth/     sandbox prompts: held-out answers and their true pairs (ground_truth.py); then
                                   rm/<name> also holds the RM's ground-truth pair accuracy and policy/<name> the
                                   policy's compliance with the constraints
+    s4_evaluate/best_of_n_direct_judge/  with ground_truth.best_of_n: best-of-N by the noisy teacher's direct score
 
 <name> is an RM variant (its RM from s2_distill, its policy from s3_ppo), `initial` (the policy before PPO), or an
 extra model the evaluate section names. Adding a variant adds jobs without rerunning the others.
@@ -23,7 +24,7 @@ from typing import Any
 from rlhf_stack.core.pipeline import Job, JobContext
 from rlhf_stack.core.recipe_view import RecipeView
 from stages.s4_evaluate.data_sources import source_files
-from stages.s4_evaluate.ground_truth import write_pairs
+from stages.s4_evaluate.ground_truth import write_direct_judge, write_pairs
 from stages.s4_evaluate.policy_eval import evaluate_policy, write_reference_outputs
 from stages.s4_evaluate.rm_eval import evaluate_reward_model
 from stages.sandbox import constraints_path
@@ -33,7 +34,9 @@ FOLDER = "s4_evaluate"
 KIND = "evaluation"
 REFERENCE_FOLDER = f"{FOLDER}/alpaca_reference"
 GROUND_TRUTH_FOLDER = f"{FOLDER}/ground_truth"
+DIRECT_JUDGE_FOLDER = f"{FOLDER}/best_of_n_direct_judge"
 INITIAL = "initial"
+BEST_OF_N_KEYS = {"best_of_n", "best_of_n_generator"}  # left out of the job key when unused: old hashes hold
 
 
 def rm_names(recipe: RecipeView) -> dict[str, str | None]:
@@ -63,6 +66,9 @@ def jobs(recipe: RecipeView) -> list[Job]:
     if cfg.ground_truth:
         out.append(_ground_truth_job(recipe))
         gt_inputs = (GROUND_TRUTH_FOLDER,)
+        synth = recipe.section("synthesize")
+        if cfg.ground_truth.best_of_n and synth is not None and synth.verifier is not None:
+            out.append(_direct_judge_job(recipe))
     bench = cfg.rm_benchmarks
     if (bench and bench.sources()) or cfg.ground_truth:
         sources = bench.sources() if bench else {}
@@ -71,6 +77,8 @@ def jobs(recipe: RecipeView) -> list[Job]:
             key: dict[str, Any] = {"rm_benchmarks": bench.model_dump(mode="json") if bench else None}
             if cfg.ground_truth:  # only then, so that adding the key kept earlier runs' hashes
                 key["ground_truth"] = True
+                if cfg.ground_truth.best_of_n:  # likewise
+                    key["best_of_n"] = cfg.ground_truth.best_of_n
             if alias is not None:
                 key["model"] = recipe.models[alias].model_dump(mode="json")
             out.append(Job(stage="evaluate", folder=f"{FOLDER}/rm/{name}", kind=KIND, key=key,
@@ -83,12 +91,23 @@ def jobs(recipe: RecipeView) -> list[Job]:
 
 def _ground_truth_job(recipe: RecipeView) -> Job:
     cfg = recipe.section("evaluate")
-    key = {"ground_truth": cfg.ground_truth.model_dump(mode="json"),
-           "models": {a: recipe.models[a].model_dump(mode="json") for a in cfg.ground_truth.generators},
+    gt = cfg.ground_truth
+    aliases = gt.generators + ([gt.best_of_n_generator] if gt.best_of_n else [])
+    key = {"ground_truth": gt.model_dump(mode="json", exclude=None if gt.best_of_n else BEST_OF_N_KEYS),
+           "models": {a: recipe.models[a].model_dump(mode="json") for a in aliases},
            "engine": cfg.policy_engine.model_dump(mode="json"),
            "data": recipe.data.model_dump(mode="json", exclude={"prompts"})}
     return Job(stage="evaluate", folder=GROUND_TRUTH_FOLDER, kind=KIND, key=key, run=_run_ground_truth,
                files=(recipe.prompts_path, constraints_path(recipe.prompts_path)))
+
+
+def _direct_judge_job(recipe: RecipeView) -> Job:
+    """Best-of-N by the noisy teacher's direct score: its own job, as its noise draws depend on the run seed
+    (the ground_truth job has no seed in its key, so the cells of a sweep share it)."""
+    key = {"best_of_n": recipe.section("evaluate").ground_truth.best_of_n, "seed": recipe.seed,
+           "noise": recipe.section("synthesize").verifier.noise.model_dump(mode="json")}
+    return Job(stage="evaluate", folder=DIRECT_JUDGE_FOLDER, kind=KIND, key=key, run=write_direct_judge,
+               inputs=(GROUND_TRUTH_FOLDER,), files=(recipe.prompts_path, constraints_path(recipe.prompts_path)))
 
 
 def _policy_jobs(recipe: RecipeView) -> list[Job]:

@@ -2,6 +2,7 @@
 tiny models), its ground-truth metrics recomputed from the per-item files, and the aggregate report recomputed from
 the cells."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -74,6 +75,60 @@ def test_ground_truth_metrics_recompute_from_the_saved_items(sweep_run):
             assert compliance["mean_compliance"] == pytest.approx(expected["mean_compliance"])
 
 
+def brute_force_best_of_n(gold: list[float], rewards: list[float], n: int) -> float:
+    """Mean over every n-subset of the gold of its top-reward samples (ties: their mean, a uniform tie-break)."""
+    picks = []
+    for subset in itertools.combinations(range(len(gold)), n):
+        top = max(rewards[i] for i in subset)
+        tied = [gold[i] for i in subset if rewards[i] == top]
+        picks.append(sum(tied) / len(tied))
+    return sum(picks) / len(picks)
+
+
+def brute_force_curve(samples: list[dict], rewards: list[float], n: int, key: str) -> float:
+    by_prompt: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_prompt.setdefault(s["prompt_id"], []).append(i)
+    values = [brute_force_best_of_n([samples[i][key] for i in rows], [rewards[i] for i in rows], n)
+              for rows in by_prompt.values()]
+    return sum(values) / len(values)
+
+
+def test_best_of_n_recomputes_from_the_saved_samples_and_rewards(sweep_run):
+    verifier = Verifier.from_prompt_file(REPO / "recipes" / "data" / "sandbox_tiny.jsonl")
+    ns = load_recipe(RECIPE).evaluate.ground_truth.best_of_n
+    for cell in CELLS:
+        s4 = sweep_run / "cells" / cell / "s4_evaluate"
+        samples = jsonl(s4 / "ground_truth" / "best_of_n_samples.jsonl")
+        assert len(samples) == max(ns) * len({s["prompt_id"] for s in samples}) > 0
+        for s in samples:
+            assert s["true_score"] == verifier.true_score(s["prompt_id"], s["text"])
+            assert s["compliance"] == verifier.compliance(s["prompt_id"], s["text"])
+        ceiling = json.loads((s4 / "ground_truth" / "best_of_n.json").read_text())["verifier"]
+        judge_scores = [r["score"] for r in jsonl(s4 / "best_of_n_direct_judge" / "scores.jsonl")]
+        judge = json.loads((s4 / "best_of_n_direct_judge" / "results.json").read_text())["best_of_n"]
+        variant = VARIANTS[0]
+        rewards = [r["chosen"][0] for r in jsonl(s4 / "rm" / variant / "scores-best_of_n.jsonl")]
+        results = json.loads((s4 / "rm" / variant / "results.json").read_text())["best_of_n"]
+        for curve, scores in ((results, rewards), (ceiling, [s["true_score"] for s in samples]),
+                              (judge, judge_scores)):
+            assert len(scores) == len(samples)
+            for n in ns:
+                assert curve[str(n)]["gold_mean"] == pytest.approx(brute_force_curve(samples, scores, n, "true_score"))
+                assert curve[str(n)]["compliance_mean"] == pytest.approx(
+                    brute_force_curve(samples, scores, n, "compliance"))
+        top = str(max(ns))  # the ceiling is the best any picker can do
+        assert all(c[top]["gold_mean"] <= ceiling[top]["gold_mean"] + 1e-9 for c in (results, judge))
+        assert "## Best-of-N (sandbox)" in (sweep_run / "cells" / cell / "report" / "report.md").read_text()
+    summary = json.loads((sweep_run / "report" / "summary.json").read_text())["best_of_n"]
+    assert summary["ns"] == ns
+    by_name = summary["points"]["all cells"]["compliance"]
+    assert {*VARIANTS, "verifier (ceiling)", "direct judge"} <= set(by_name)
+    assert by_name[VARIANTS[0]][str(ns[-1])]["n"] == len(CELLS)
+    assert "## Best-of-N gold compliance (sandbox)" in (sweep_run / "report" / "report.md").read_text()
+    assert (sweep_run / "report" / "best_of_n_1.png").exists()
+
+
 def test_the_aggregate_report_is_computed_from_the_cells(sweep_run):
     summary = json.loads((sweep_run / "report" / "summary.json").read_text())
     accuracy = {(c, v): json.loads((sweep_run / "cells" / c / "s4_evaluate" / "rm" / v / "results.json")
@@ -118,7 +173,8 @@ def test_a_second_run_skips_every_cell_and_status_lists_them(sweep_run, capsys):
     capsys.readouterr()
     assert main(["status", str(sweep_run)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == len(manifests) == 2 * len(load_recipe(RECIPE).distill.variants) * 4 + 2 * 3
+    # per cell: 4 jobs per variant, and ground_truth, the initial policy's evaluation and the best-of-N direct judge
+    assert len(lines) == len(manifests) == 2 * len(load_recipe(RECIPE).distill.variants) * 4 + 2 * 4
     assert all(line.split()[-1] == "done" for line in lines)
     assert main(["status", str(sweep_run), "--verify"]) == 0  # cells copied from earlier cells check out too
     assert capsys.readouterr().out.splitlines() == lines

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rlhf_stack.app.report.benchmarks import alpaca_section, mt_section, rm_section
+from rlhf_stack.app.report.best_of_n import best_of_n_section
 from rlhf_stack.app.report.comparison import comparison, missing, warnings
 from rlhf_stack.app.report.ground_truth import ground_truth_section
 from rlhf_stack.app.report.run_view import REPORT_DIR, read_run, row_names
@@ -36,6 +37,7 @@ def write_report(run_dir: Path) -> Path:
              "Each RM variant on the RM benchmarks, and the policy PPO trained with it on AlpacaEval 2 and MT-Bench "
              "(higher is better; the best of each column in bold).", ""]
     lines += warnings(view) + comparison(view) + missing(view) + ground_truth_section(view, row_names(view), out)
+    lines += best_of_n_section(view, row_names(view), out)
     lines += rm_section(view, out) + alpaca_section(view, out) + mt_section(view, out)
     lines += ppo_section(view, out) + distill_section(view, out) + synthesis_section(view, out)
     lines += cost_section(view)

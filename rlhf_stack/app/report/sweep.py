@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_stack.app.recipe import Cell, RecipeBase, sweep_cells
+from rlhf_stack.app.report.best_of_n import sweep_best_of_n
 from rlhf_stack.app.report.natural_pairs import natural_pairs_section
 from rlhf_stack.app.run_folder import SWEEP_INFO
 from rlhf_stack.app.sweep_config import CELLS
@@ -127,6 +128,10 @@ def write_sweep_report(run_dir: Path, recipe: RecipeBase) -> Path:
     for old in out.glob("*.png"):
         old.unlink()
     summary = collect(run_dir, recipe, cells)
+    points: dict[str, list[tuple[int, Path]]] = {}
+    for cell in cells:
+        points.setdefault(_point_label(cell.values), []).append((cell.seed, run_dir / CELLS / cell.name))
+    summary["best_of_n"], best_of_n_lines = sweep_best_of_n(points, recipe.sweep.baseline, out)
     write_json_atomic(out / "summary.json", summary)
     sweep = recipe.sweep
     lines = [f"# rlhf-stack sweep report: {recipe.name}", "",
@@ -136,6 +141,7 @@ def write_sweep_report(run_dir: Path, recipe: RecipeBase) -> Path:
     lines += _differences(summary) + natural_pairs_section(run_dir, recipe, grid_points(cells)) + _seed_note(recipe)
     for m in METRICS:
         lines += _metric_section(m, summary, out, sweep.grid)
+    lines += best_of_n_lines
     lines += _cells_section(run_dir, cells)
     path = out / "report.md"
     write_atomic(path, "\n".join(lines).rstrip() + "\n")
@@ -182,6 +188,9 @@ def _seed_note(recipe: RecipeBase) -> list[str]:
     gt = recipe.evaluate.ground_truth if recipe.evaluate else None
     if gt is not None:
         fixed.append(f"the held-out answers of the ground-truth pairs (evaluate.ground_truth.seed = {gt.seed})")
+        if gt.best_of_n:
+            fixed.append(f"the best-of-N samples (evaluate.ground_truth.seed = {gt.seed})")
+            varies.append("the direct judge's noise draws in best-of-N")
     return ["## What varies with the seed", "", f"- Varies: {'; '.join(varies)}.",
             f"- Fixed across seeds: {'; '.join(fixed)}.", ""]
 
