@@ -26,7 +26,9 @@ from rlhf_stack.core.precision import of_model, resolve, torch_dtype
 from stages.s3_ppo.config import PPOConfig
 from stages.s3_ppo.metrics import MetricsLog
 from stages.s3_ppo.policy_forward import action_logprobs, critic_values
-from stages.s3_ppo.ppo_math import advantages_and_returns, approx_kl, masked_mean, policy_loss, value_loss, whiten
+from stages.s3_ppo.ppo_math import (
+    advantages_and_returns, approx_kl, masked_mean, policy_loss, sequence_kl, value_loss, whiten,
+)
 from stages.s3_ppo.rewards import CheckpointReward, HttpReward
 from stages.s3_ppo.rollout import Rollout, pack, render_prompts
 from stages.s3_ppo.rollout_engines import open_rollout_engine
@@ -154,6 +156,10 @@ class LocalPPO:
             "response_length": mask.sum(1).mean().item(),
             "truncated_rate": sum(r == "length" for r in rollout.finish_reasons) / len(rollout.finish_reasons),
         }
+        if self.ref is not None:  # the sequence-level KL to the reference, x axis of over-optimization curves
+            ref_all = torch.cat(ref_logp)
+            stats["kl_seq_k1"] = sequence_kl(old_logp, ref_all, mask, "k1").mean().item()
+            stats["kl_seq_k3"] = sequence_kl(old_logp, ref_all, mask, "k3").mean().item()
         return Experience(rollout, old_logp, value_tensor, advantages, returns), stats
 
     def _update(self, exp: Experience, iteration: int) -> dict:
