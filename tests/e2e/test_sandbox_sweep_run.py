@@ -74,6 +74,17 @@ def test_ground_truth_metrics_recompute_from_the_saved_items(sweep_run):
             assert compliance["mean_compliance"] == pytest.approx(expected["mean_compliance"])
 
 
+def test_ppo_logs_gold_reward_and_sequence_kl_every_iteration(sweep_run):
+    for cell in CELLS:
+        for variant in VARIANTS:
+            records = jsonl(sweep_run / "cells" / cell / "s3_ppo" / variant / "metrics.jsonl")
+            assert records
+            for r in records:  # the exact verifier's score of the same rollouts, beside the proxy (reward_mean)
+                assert 1 <= r["gold_mean"] <= 10 and 0 <= r["compliance_mean"] <= 1
+                assert r["gold_mean"] == pytest.approx(1 + 9 * r["compliance_mean"])
+                assert r["kl_seq_k3"] >= 0 and "kl_seq_k1" in r
+
+
 def test_the_aggregate_report_is_computed_from_the_cells(sweep_run):
     summary = json.loads((sweep_run / "report" / "summary.json").read_text())
     accuracy = {(c, v): json.loads((sweep_run / "cells" / c / "s4_evaluate" / "rm" / v / "results.json")
