@@ -12,6 +12,7 @@ from pathlib import Path
 from rlhf_stack.app.report.benchmarks import alpaca_section, mt_section, rm_section
 from rlhf_stack.app.report.comparison import comparison, missing, warnings
 from rlhf_stack.app.report.ground_truth import ground_truth_section
+from rlhf_stack.app.report.overoptimization import overoptimization_section
 from rlhf_stack.app.report.run_view import REPORT_DIR, read_run, row_names
 from rlhf_stack.app.report.stages import cost_section, distill_section, ppo_section, synthesis_section
 from rlhf_stack.app.report.sweep import write_sweep_report
@@ -37,7 +38,8 @@ def write_report(run_dir: Path) -> Path:
              "(higher is better; the best of each column in bold).", ""]
     lines += warnings(view) + comparison(view) + missing(view) + ground_truth_section(view, row_names(view), out)
     lines += rm_section(view, out) + alpaca_section(view, out) + mt_section(view, out)
-    lines += ppo_section(view, out) + distill_section(view, out) + synthesis_section(view, out)
+    lines += ppo_section(view, out) + overoptimization_section(view, out) + distill_section(view, out)
+    lines += synthesis_section(view, out)
     lines += cost_section(view)
     path = out / "report.md"
     write_atomic(path, "\n".join(lines).rstrip() + "\n")
