@@ -7,11 +7,13 @@ the reference summed per sequence (`kl_seq_k1`).
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
 from rlhf_stack.app.report.run_view import RunView
 from rlhf_stack.core import plots
+from rlhf_stack.core.intervals import seed_stats
 from rlhf_stack.core.markdown import DASH
 from rlhf_stack.core.markdown import fmt as _fmt
 from rlhf_stack.core.markdown import table as _table
@@ -57,4 +59,45 @@ def overoptimization_section(view: RunView, out: Path) -> list[str]:
     lines += ["![gold and proxy against KL](overoptimization.png)", "",
               "Both rewards are standardized per policy (z-scores over its iterations): they are on different "
               "scales, and the curves' shapes are what matter.", ""]
+    return lines
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def sweep_overoptimization_section(points: dict[str, dict[int, Path]], out: Path) -> list[str]:
+    """Sweeps: per grid point and policy, gold per iteration as a mean over seeds with its 95% interval, and the
+    turning point of each seed; `points` maps a grid point's label to its cells' folders by seed."""
+    lines: list[str] = []
+    for k, (label, by_seed) in enumerate(points.items()):
+        per_policy: dict[str, dict[int, dict[str, list[float]]]] = {}
+        for seed, folder in by_seed.items():
+            for metrics in sorted((folder / "s3_ppo").glob("*/metrics.jsonl")):
+                if (s := overopt_series(_read_metrics(metrics))) is not None:
+                    per_policy.setdefault(metrics.parent.name, {})[seed] = s
+        if not per_policy:
+            continue
+        iterations = max(len(s["gold"]) for seeds in per_policy.values() for s in seeds.values())
+        series = {}
+        rows = []
+        for name, seeds in per_policy.items():
+            stats = [seed_stats({seed: s["gold"][i] for seed, s in seeds.items() if i < len(s["gold"])})
+                     for i in range(iterations)]
+            series[name] = [(st["mean"], st["low"], st["high"]) if st["n"] else None for st in stats]
+            turns = {seed: turning_point(s["kl"], s["gold"], s["proxy"], window_iters=WINDOW_ITERS)
+                     for seed, s in sorted(seeds.items())}
+            rows.append([name] + ["; ".join(f"seed {seed}: " + (f"iteration {tp.iteration}, KL {_fmt(tp.kl, 2)}"
+                                                                   if tp else DASH) for seed, tp in turns.items())])
+        if not lines:
+            lines = ["## Over-optimization (sandbox)", "",
+                     "Gold reward (the verifier's exact mean true score of each PPO iteration's rollouts) per "
+                     "iteration, the mean over seeds with its 95% t-interval; the turning point of each seed "
+                     f"(smoothed gold over {WINDOW_ITERS} iterations peaks while the proxy still rises; "
+                     "docs/sandbox.md).", ""]
+        name_png = f"overoptimization_gold_{k}.png"
+        plots.interval_lines(out / name_png, f"Gold reward per PPO iteration ({label})", list(range(iterations)),
+                             series, "PPO iteration", "gold (1-10)")
+        lines += [f"### {label}", ""] + _table(["policy", "turning point per seed"], rows)
+        lines += [f"![gold per iteration]({name_png})", ""]
     return lines

@@ -19,6 +19,7 @@ from typing import Any
 from rlhf_stack.app.recipe import Cell, RecipeBase, sweep_cells
 from rlhf_stack.app.run_folder import SWEEP_INFO
 from rlhf_stack.app.sweep_config import CELLS
+from rlhf_stack.app.report.overoptimization import sweep_overoptimization_section
 from rlhf_stack.core import plots
 from rlhf_stack.core.artifacts import read_manifest, write_atomic, write_json_atomic
 from rlhf_stack.core.intervals import seed_stats
@@ -129,6 +130,10 @@ def write_sweep_report(run_dir: Path, recipe: RecipeBase) -> Path:
     lines += _differences(summary) + _seed_note(recipe)
     for m in METRICS:
         lines += _metric_section(m, summary, out, sweep.grid)
+    by_point: dict[str, dict[int, Path]] = {}
+    for cell in cells:
+        by_point.setdefault(_point_label(cell.values), {})[cell.seed] = run_dir / CELLS / cell.name
+    lines += sweep_overoptimization_section(by_point, out)
     lines += _cells_section(run_dir, cells)
     path = out / "report.md"
     write_atomic(path, "\n".join(lines).rstrip() + "\n")
