@@ -83,6 +83,8 @@ def test_ppo_logs_gold_reward_and_sequence_kl_every_iteration(sweep_run):
                 assert 1 <= r["gold_mean"] <= 10 and 0 <= r["compliance_mean"] <= 1
                 assert r["gold_mean"] == pytest.approx(1 + 9 * r["compliance_mean"])
                 assert r["kl_seq_k3"] >= 0 and "kl_seq_k1" in r
+    report = (sweep_run / "report" / "report.md").read_text()
+    assert "## Over-optimization (sandbox)" in report and all(f"| {v} | seed 0: " in report for v in VARIANTS)
 
 
 def test_the_aggregate_report_is_computed_from_the_cells(sweep_run):
