@@ -20,14 +20,16 @@ from pathlib import Path
 
 import torch
 
-from ray_cluster.generation.rendering import RenderedPrompt
 from rlhf_stack.core.errors import ArtifactError
 from rlhf_stack.core.precision import of_model, resolve, torch_dtype
 from stages.s3_ppo.config import PPOConfig
 from stages.s3_ppo.metrics import MetricsLog
 from stages.s3_ppo.policy_forward import action_logprobs, critic_values
-from stages.s3_ppo.ppo_math import advantages_and_returns, approx_kl, masked_mean, policy_loss, value_loss, whiten
+from stages.s3_ppo.ppo_math import (
+    advantages_and_returns, approx_kl, masked_mean, policy_loss, sequence_kl, value_loss, whiten,
+)
 from stages.s3_ppo.rewards import CheckpointReward, HttpReward
+from stages.s3_ppo.gold import GoldScorer
 from stages.s3_ppo.rollout import Rollout, pack, render_prompts
 from stages.s3_ppo.rollout_engines import open_rollout_engine
 from stages.s3_ppo.value_models import load_value_model
@@ -58,10 +60,10 @@ def iterations_per_episode(cfg: PPOConfig, num_prompts: int) -> int:
 
 class LocalPPO:
     def __init__(self, cfg: PPOConfig, *, policy_dir: Path, reward: RewardSource, prompts: list[str],
-                 work_dir: Path, seed: int, cluster):
+                 work_dir: Path, seed: int, cluster, gold: GoldScorer | None = None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.cfg, self.seed, self.work_dir, self.cluster = cfg, seed, work_dir, cluster
+        self.cfg, self.seed, self.work_dir, self.cluster, self.gold = cfg, seed, work_dir, cluster, gold
         local = cfg.local
         self.device = torch.device(local.device if local.device != "auto" else
                                    ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -70,7 +72,7 @@ class LocalPPO:
         self.precision = resolve(local.dtype, self.device.type)
         self.dtype = torch_dtype(self.precision)
         self.tokenizer = AutoTokenizer.from_pretrained(policy_dir)
-        self.prompts, self.truncated_prompts = render_prompts(self.tokenizer, prompts,
+        self.prompts, self.truncated_prompts, self.source_index = render_prompts(self.tokenizer, prompts,
                                                               max_length_tokens=cfg.max_length_tokens,
                                                               max_new_tokens=cfg.max_new_tokens)
         self.dropped_prompts = len(prompts) - len(self.prompts)
@@ -114,11 +116,12 @@ class LocalPPO:
         """Seeds every random choice of one iteration, so a resumed run repeats what it would have done."""
         return self.seed * 1_000_003 + iteration
 
-    def _prompt_batch(self, iteration: int) -> list[RenderedPrompt]:
+    def _prompt_batch(self, iteration: int) -> list[int]:
+        """The indices (into the rendered prompts) of the iteration's samples, each prompt repeated per sample."""
         episode, step = divmod(iteration, self.per_episode)
         order = torch.randperm(len(self.prompts), generator=torch.Generator().manual_seed(self.seed + episode))
         chosen = order[step * self.cfg.prompts_per_step: (step + 1) * self.cfg.prompts_per_step].tolist()
-        return [self.prompts[i] for i in chosen for _ in range(self.cfg.samples_per_prompt)]
+        return [i for i in chosen for _ in range(self.cfg.samples_per_prompt)]
 
     @torch.no_grad()
     def _experience(self, rollout: Rollout) -> tuple[Experience, dict]:
@@ -154,6 +157,10 @@ class LocalPPO:
             "response_length": mask.sum(1).mean().item(),
             "truncated_rate": sum(r == "length" for r in rollout.finish_reasons) / len(rollout.finish_reasons),
         }
+        if self.ref is not None:  # the sequence-level KL to the reference, x axis of over-optimization curves
+            ref_all = torch.cat(ref_logp)
+            stats["kl_seq_k1"] = sequence_kl(old_logp, ref_all, mask, "k1").mean().item()
+            stats["kl_seq_k3"] = sequence_kl(old_logp, ref_all, mask, "k3").mean().item()
         return Experience(rollout, old_logp, value_tensor, advantages, returns), stats
 
     def _update(self, exp: Experience, iteration: int) -> dict:
@@ -239,13 +246,17 @@ class LocalPPO:
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
         start = time.perf_counter()
         torch.manual_seed(self._iteration_seed(iteration))  # transformers' sampling
-        prompts = self._prompt_batch(iteration)
+        batch = self._prompt_batch(iteration)
+        prompts = [self.prompts[i] for i in batch]
         with self._autocast():  # transformers rollouts run here; vLLM ones in their engines
             responses, reasons = engine.generate(prompts, seed=self._iteration_seed(iteration))
         rollout = pack([p.token_ids for p in prompts], responses, reasons, pad if pad is not None else eos)
         rollout_s = time.perf_counter() - start
         with self._autocast():
             exp, stats = self._experience(rollout)
+        if self.gold is not None:  # the same rollouts scored by the exact verifier (sandbox prompts only)
+            texts = self.tokenizer.batch_decode([list(r) for r in rollout.response_ids], skip_special_tokens=True)
+            stats.update(self.gold([self.source_index[i] for i in batch], texts))
         train_start = time.perf_counter()
         with self._autocast():
             stats.update(self._update(exp, iteration))

@@ -44,6 +44,19 @@ def approx_kl(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str) -> tor
     return kl.clamp(-KL_BOUND, KL_BOUND)
 
 
+def sequence_kl(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, estimator: str) -> torch.Tensor:
+    """Per-sequence KL(policy || reference): the per-token estimates (`approx_kl`) summed over response tokens.
+
+    With "k1" this is the sampled sequence's log-ratio log pi(y|x) - log ref(y|x), whose mean over sequences
+    drawn from the policy is an unbiased estimate of the sequence-level KL (the x axis of over-optimization
+    curves); "k3" sums non-negative per-token terms, lower variance but biased at the sequence level.
+
+    Returns:
+        [b] float32 sums.
+    """
+    return (approx_kl(logp, ref_logp, estimator) * mask).sum(1)
+
+
 def last_token_index(mask: torch.Tensor) -> torch.Tensor:
     """[b] index of the last position where `mask` [b, t] is 1."""
     return mask.size(1) - 1 - mask.long().fliplr().argmax(dim=1)

@@ -35,25 +35,26 @@ class Rollout:
 
 
 def render_prompts(tokenizer, prompts: list[str], *, max_length_tokens: int,
-                   max_new_tokens: int) -> tuple[list[RenderedPrompt], int]:
+                   max_new_tokens: int) -> tuple[list[RenderedPrompt], int, list[int]]:
     """Chat-rendered prompts that leave room for `max_new_tokens` within `max_length_tokens`.
 
     A longer prompt loses the start of its text (the project's one truncation rule,
     `ray_cluster.generation.rendering`), so the vLLM engines render the kept messages to the same ids.
 
     Returns:
-        the prompts that fit (possibly shortened) and how many were shortened; prompts that cannot fit even
-        shortened are left out.
+        the prompts that fit (possibly shortened), how many were shortened, and each kept prompt's index in
+        `prompts`; prompts that cannot fit even shortened are left out.
     """
-    rendered, shortened = [], 0
+    rendered, shortened, kept = [], 0, []
     for i, text in enumerate(prompts):
         request = GenerationRequest(id=str(i), messages=(("user", text),), sampling=Sampling(max_new_tokens),
                                     overflow="truncate_left")
         prompt = render(tokenizer, request, max_length_tokens)
         if prompt is not None:
             rendered.append(prompt)
+            kept.append(i)
             shortened += prompt.truncated
-    return rendered, shortened
+    return rendered, shortened, kept
 
 
 def cut_at_eos(ids: list[int], eos_id: int) -> tuple[list[int], str]:

@@ -12,10 +12,12 @@ from rlhf_stack.core.pipeline import Job, JobContext
 from rlhf_stack.core.progress import Progress
 from rlhf_stack.core.recipe_view import RecipeView
 from stages.s3_ppo.checks import check_enough_prompts, check_same_tokenizer
+from stages.s3_ppo.gold import sandbox_gold
 from stages.s3_ppo.value_models import check_reward_checkpoint
 from stages.s3_ppo.local_backend import LocalPPO, RewardSource, iterations_per_episode
 from stages.s3_ppo.metrics import MetricsLog
 from stages.s3_ppo.openrlhf_backend import run_openrlhf
+from stages.sandbox import constraints_path
 
 
 FOLDER = "s3_ppo"
@@ -34,9 +36,11 @@ def jobs(recipe: RecipeView) -> list[Job]:
         "data": recipe.data.model_dump(mode="json", exclude={"prompts"}),
         "seed": recipe.seed,
     }
+    sandbox = constraints_path(recipe.prompts_path)  # gold rewards are logged from it
+    files = (recipe.prompts_path, sandbox) if sandbox.is_file() else (recipe.prompts_path,)
     return [
         Job(stage="ppo", folder=f"{FOLDER}/{v}", kind=KIND, key={**key, "reward_url": cfg.reward_url(v)},
-            run=partial(run, variant=v), inputs=(f"s2_distill/{v}",), files=(recipe.prompts_path,))
+            run=partial(run, variant=v), inputs=(f"s2_distill/{v}",), files=files)
         for v in variants
     ]
 
@@ -55,10 +59,12 @@ def run(ctx: JobContext, variant: str) -> dict:
         return run_openrlhf(ctx, policy_dir=policy_dir, rm_dir=None if reward_url else rm_dir,
                             reward_url=reward_url, prompts=prompts)
     return _run_local(ctx, variant, policy_dir=policy_dir, rm_dir=None if reward_url else rm_dir,
-                      reward_url=reward_url, prompts=[p.prompt for p in prompts])
+                      reward_url=reward_url, prompts=[p.prompt for p in prompts],
+                      gold=sandbox_gold(ctx.recipe.prompts_path, [p.id for p in prompts]))
 
 
-def _run_local(ctx: JobContext, variant: str, *, policy_dir, rm_dir, reward_url, prompts: list[str]) -> dict:
+def _run_local(ctx: JobContext, variant: str, *, policy_dir, rm_dir, reward_url, prompts: list[str],
+               gold=None) -> dict:
     cfg = ctx.recipe.section("ppo")
     total = iterations_per_episode(cfg, len(prompts)) * cfg.episodes
     if ctx.dry_run:
@@ -66,7 +72,7 @@ def _run_local(ctx: JobContext, variant: str, *, policy_dir, rm_dir, reward_url,
                  cfg.rollout_samples)
         return {}
     trainer = LocalPPO(cfg, policy_dir=policy_dir, reward=RewardSource(rm_dir, reward_url), prompts=prompts,
-                       work_dir=ctx.work_dir, seed=ctx.seed, cluster=ctx.cluster)
+                       work_dir=ctx.work_dir, seed=ctx.seed, cluster=ctx.cluster, gold=gold)
     with MetricsLog(ctx.out_dir, trainer.start_iteration) as metrics, \
             Progress(f"ppo {variant}", total=total - trainer.start_iteration) as progress:
 

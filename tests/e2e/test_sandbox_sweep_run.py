@@ -129,6 +129,19 @@ def test_best_of_n_recomputes_from_the_saved_samples_and_rewards(sweep_run):
     assert (sweep_run / "report" / "best_of_n_1.png").exists()
 
 
+def test_ppo_logs_gold_reward_and_sequence_kl_every_iteration(sweep_run):
+    for cell in CELLS:
+        for variant in VARIANTS:
+            records = jsonl(sweep_run / "cells" / cell / "s3_ppo" / variant / "metrics.jsonl")
+            assert records
+            for r in records:  # the exact verifier's score of the same rollouts, beside the proxy (reward_mean)
+                assert 1 <= r["gold_mean"] <= 10 and 0 <= r["compliance_mean"] <= 1
+                assert r["gold_mean"] == pytest.approx(1 + 9 * r["compliance_mean"])
+                assert r["kl_seq_k3"] >= 0 and "kl_seq_k1" in r
+    report = (sweep_run / "report" / "report.md").read_text()
+    assert "## Over-optimization (sandbox)" in report and all(f"| {v} | seed 0: " in report for v in VARIANTS)
+
+
 def test_the_aggregate_report_is_computed_from_the_cells(sweep_run):
     summary = json.loads((sweep_run / "report" / "summary.json").read_text())
     accuracy = {(c, v): json.loads((sweep_run / "cells" / c / "s4_evaluate" / "rm" / v / "results.json")

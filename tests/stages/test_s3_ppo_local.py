@@ -49,6 +49,9 @@ def test_mean_reward_rises_and_kl_stays_finite(tiny_policy, frequency_rm, tmp_pa
     assert sum(rewards[-3:]) / 3 > rewards[0] + 2 * spread, rewards
     assert all(math.isfinite(r["kl"]) and math.isfinite(r["policy_loss"]) for r in records)
     assert records[-1]["kl"] > 0  # the policy moved away from the reference, by a finite amount
+    # the sequence KL to the reference (summed over response tokens): k3 terms are non-negative
+    assert all(r["kl_seq_k3"] >= 0 and math.isfinite(r["kl_seq_k1"]) for r in records)
+    assert records[-1]["kl_seq_k3"] > 0
     assert ("value_loss" in records[-1]) == (estimator == "gae")
 
 

@@ -38,7 +38,7 @@ def test_engines_sample_from_the_refreshed_policy(tiny_policy, tmp_path):
     cfg = PPOConfig(policy="policy", temperature=1e-6, max_new_tokens=6, max_length_tokens=512,
                     local={"rollout_engine": VLLM})  # vLLM raises it to 0.01: greedy enough below
     policy, tok = AutoModelForCausalLM.from_pretrained(tiny_policy), AutoTokenizer.from_pretrained(tiny_policy)
-    prompts, _ = render_prompts(tok, PROMPTS[:4], max_length_tokens=512, max_new_tokens=6)
+    prompts, _, _ = render_prompts(tok, PROMPTS[:4], max_length_tokens=512, max_new_tokens=6)
     with VLLMEngine.open(cfg, policy, tok, work_dir=tmp_path, cluster=CLUSTER, seed=0) as engine:
         before, _ = engine.generate(prompts, seed=0)
         # A random tiny model greedily repeats the prompt's last token (tied embeddings: a token's own logit is the

@@ -21,6 +21,16 @@ def test_kl_estimators():
         m.approx_kl(logp, ref, "k4")
 
 
+def test_sequence_kl_sums_the_response_tokens_only():
+    logp = torch.tensor([[math.log(0.5), math.log(0.5), 0.0], [math.log(0.25), 0.0, -3.0]])
+    ref = torch.tensor([[math.log(0.25), math.log(0.5), 0.0], [math.log(0.5), 0.0, 0.0]])
+    d = math.log(2)
+    # k1: row 1 = d + 0 + 0; row 2 = -d + 0, the padded third token (-3) is left out
+    torch.testing.assert_close(m.sequence_kl(logp, ref, MASK, "k1"), torch.tensor([d, -d]))
+    # k3 per token: exp(-d) - 1 + d; for -d: exp(d) - 1 - d
+    torch.testing.assert_close(m.sequence_kl(logp, ref, MASK, "k3"), torch.tensor([0.5 - 1 + d, 2 - 1 - d]))
+
+
 def test_shaped_rewards_put_the_score_on_the_last_response_token():
     kl = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.0]])
     rewards = m.shaped_rewards(torch.tensor([2.0, 20.0]), kl, MASK, kl_coef=0.5, score_clip=10.0)

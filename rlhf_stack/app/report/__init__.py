@@ -13,6 +13,7 @@ from rlhf_stack.app.report.benchmarks import alpaca_section, mt_section, rm_sect
 from rlhf_stack.app.report.best_of_n import best_of_n_section
 from rlhf_stack.app.report.comparison import comparison, missing, warnings
 from rlhf_stack.app.report.ground_truth import ground_truth_section
+from rlhf_stack.app.report.overoptimization import overoptimization_section
 from rlhf_stack.app.report.run_view import REPORT_DIR, read_run, row_names
 from rlhf_stack.app.report.stages import cost_section, distill_section, ppo_section, synthesis_section
 from rlhf_stack.app.report.sweep import write_sweep_report
@@ -39,7 +40,8 @@ def write_report(run_dir: Path) -> Path:
     lines += warnings(view) + comparison(view) + missing(view) + ground_truth_section(view, row_names(view), out)
     lines += best_of_n_section(view, row_names(view), out)
     lines += rm_section(view, out) + alpaca_section(view, out) + mt_section(view, out)
-    lines += ppo_section(view, out) + distill_section(view, out) + synthesis_section(view, out)
+    lines += ppo_section(view, out) + overoptimization_section(view, out) + distill_section(view, out)
+    lines += synthesis_section(view, out)
     lines += cost_section(view)
     path = out / "report.md"
     write_atomic(path, "\n".join(lines).rstrip() + "\n")

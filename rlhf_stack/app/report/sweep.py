@@ -19,6 +19,7 @@ from typing import Any
 from rlhf_stack.app.recipe import Cell, RecipeBase, sweep_cells
 from rlhf_stack.app.report.best_of_n import sweep_best_of_n
 from rlhf_stack.app.report.natural_pairs import natural_pairs_section
+from rlhf_stack.app.report.overoptimization import sweep_overoptimization_section
 from rlhf_stack.app.run_folder import SWEEP_INFO
 from rlhf_stack.app.sweep_config import CELLS
 from rlhf_stack.core import plots
@@ -128,20 +129,21 @@ def write_sweep_report(run_dir: Path, recipe: RecipeBase) -> Path:
     for old in out.glob("*.png"):
         old.unlink()
     summary = collect(run_dir, recipe, cells)
-    points: dict[str, list[tuple[int, Path]]] = {}
-    for cell in cells:
-        points.setdefault(_point_label(cell.values), []).append((cell.seed, run_dir / CELLS / cell.name))
-    summary["best_of_n"], best_of_n_lines = sweep_best_of_n(points, recipe.sweep.baseline, out)
+    points = grid_points(cells)
+    folders = {label: {c.seed: run_dir / CELLS / c.name for c in members} for label, members in points.items()}
+    summary["best_of_n"], best_of_n_lines = sweep_best_of_n({label: list(by_seed.items())
+                                                             for label, by_seed in folders.items()},
+                                                            recipe.sweep.baseline, out)
     write_json_atomic(out / "summary.json", summary)
     sweep = recipe.sweep
     lines = [f"# rlhf-stack sweep report: {recipe.name}", "",
              f"{len(cells)} cells: {len(summary['points'])} grid point(s) x {len(sweep.seeds)} seed(s) "
              f"({', '.join(map(str, sweep.seeds))}). Each number is the mean over seeds with its 95% t-interval "
              "in brackets (none from a single seed); accuracies and compliance in %.", ""]
-    lines += _differences(summary) + natural_pairs_section(run_dir, recipe, grid_points(cells)) + _seed_note(recipe)
+    lines += _differences(summary) + natural_pairs_section(run_dir, recipe, points) + _seed_note(recipe)
     for m in METRICS:
         lines += _metric_section(m, summary, out, sweep.grid)
-    lines += best_of_n_lines
+    lines += best_of_n_lines + sweep_overoptimization_section(folders, out)
     lines += _cells_section(run_dir, cells)
     path = out / "report.md"
     write_atomic(path, "\n".join(lines).rstrip() + "\n")
