@@ -23,13 +23,13 @@ import torch
 from rlhf_stack.core.errors import ArtifactError
 from rlhf_stack.core.precision import of_model, resolve, torch_dtype
 from stages.s3_ppo.config import PPOConfig
+from stages.s3_ppo.gold import GoldScorer
 from stages.s3_ppo.metrics import MetricsLog
 from stages.s3_ppo.policy_forward import action_logprobs, critic_values
 from stages.s3_ppo.ppo_math import (
     advantages_and_returns, approx_kl, masked_mean, policy_loss, sequence_kl, value_loss, whiten,
 )
 from stages.s3_ppo.rewards import CheckpointReward, HttpReward
-from stages.s3_ppo.gold import GoldScorer
 from stages.s3_ppo.rollout import Rollout, pack, render_prompts
 from stages.s3_ppo.rollout_engines import open_rollout_engine
 from stages.s3_ppo.value_models import load_value_model
