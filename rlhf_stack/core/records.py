@@ -88,6 +88,14 @@ class PreferenceRecord(StrictModel):
     rmboost: RMBoostPair | None = None
 
 
+def read_json_lines(path: Path, *, missing_ok: bool = False) -> list[dict]:
+    """Every non-blank line of a JSON-lines file, as plain objects (no schema); [] for a missing file only when
+    `missing_ok`."""
+    if missing_ok and not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def read_jsonl(path: Path, schema: type[T]) -> list[T]:
     return list(iter_jsonl(path, schema))
 

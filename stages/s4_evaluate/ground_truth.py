@@ -21,21 +21,20 @@ The held-out answers come from their own seed (`ground_truth.seed`), so runs wit
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from ray_cluster.generation import open_backend
 from ray_cluster.generation.types import GenerationRequest, Sampling
-from rlhf_stack.core.pipeline import JobContext
-from rlhf_stack.core.records import PromptRecord, write_jsonl
 from rlhf_stack.core.artifacts import write_json_atomic
 from rlhf_stack.core.errors import ArtifactError
-from stages.sandbox import ScoredPair, Verifier, compliance_summary, pair_accuracy, true_pairs
-from stages.sandbox.best_of_n import best_of_n_curve
+from rlhf_stack.core.pipeline import JobContext
+from rlhf_stack.core.records import PromptRecord, read_json_lines, write_jsonl
 from stages.s4_evaluate.request_log import Answer, RequestLog
 from stages.s4_evaluate.rm_items import RMItem
-from ray_cluster.generation import open_backend
+from stages.sandbox import ScoredPair, Verifier, compliance_summary, pair_accuracy, true_pairs
+from stages.sandbox.best_of_n import best_of_n_curve
 
 log = logging.getLogger("rlhf_stack")
 FOLDER = "s4_evaluate/ground_truth"
@@ -156,7 +155,7 @@ def read_best_of_n_samples(folder: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise ArtifactError(f"{path} is missing: the ground_truth job wrote no best-of-N samples; rerun it "
                             "(evaluate.ground_truth.best_of_n is set)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_json_lines(path)
 
 
 def best_of_n_items(samples: list[dict[str, Any]]) -> list[RMItem]:
@@ -165,7 +164,7 @@ def best_of_n_items(samples: list[dict[str, Any]]) -> list[RMItem]:
 
 
 def read_pairs(folder: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (folder / "pairs.jsonl").read_text().splitlines() if line.strip()]
+    return read_json_lines(folder / "pairs.jsonl")
 
 
 def pair_items(pairs: list[dict[str, Any]]) -> list[RMItem]:

@@ -7,7 +7,6 @@ RM's `s4_evaluate/rm/<name>/scores-ground_truth.jsonl` (its rewards of the pairs
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,6 +19,7 @@ from rlhf_stack.app.sweep_config import CELLS
 from rlhf_stack.core.artifacts import read_manifest
 from rlhf_stack.core.intervals import seeds_and_prompts_interval
 from rlhf_stack.core.markdown import DASH, fmt, table
+from rlhf_stack.core.records import read_json_lines
 
 GROUND_TRUTH = "s4_evaluate/ground_truth"
 NATURAL = "candidates"
@@ -40,21 +40,17 @@ def read_cell(folder: Path, seed: int, names: list[str]) -> CellPairs | None:
     gt = folder / GROUND_TRUTH
     if read_manifest(gt) is None:
         return None
-    pairs = _jsonl(gt / "pairs.jsonl")
-    checks = {(a["prompt_id"], a["text"]): a["checks"] for a in _jsonl(gt / "answers.jsonl")}
+    pairs = read_json_lines(gt / "pairs.jsonl")
+    checks = {(a["prompt_id"], a["text"]): a["checks"] for a in read_json_lines(gt / "answers.jsonl")}
     right = {}
     for name in names:
         rm = folder / "s4_evaluate" / "rm" / name
         if read_manifest(rm) is None or not (rm / "scores-ground_truth.jsonl").exists():
             continue
-        records = _jsonl(rm / "scores-ground_truth.jsonl")
+        records = read_json_lines(rm / "scores-ground_truth.jsonl")
         if len(records) == len(pairs):
             right[name] = [r["chosen"][0] > r["rejected"][0] for r in records]
     return CellPairs(seed, pairs, checks, right)
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def gap_distribution(checks: dict[tuple[str, str], dict[str, bool]]) -> dict[str, Any]:
@@ -69,7 +65,7 @@ def gap_distribution(checks: dict[tuple[str, str], dict[str, bool]]) -> dict[str
     gaps: Counter[Fraction] = Counter()
     for answers in by_prompt.values():
         for a, b in combinations(answers, 2):
-            gaps[abs(Fraction(sum(a.values()), len(a)) - Fraction(sum(b.values()), len(b)))] += 1
+            gaps[abs(_met(a) - _met(b))] += 1
     n = sum(gaps.values())
     return {"pairs": n, "by_gap": {str(g): gaps[g] / n for g in sorted(gaps)}}
 
@@ -113,7 +109,12 @@ def _gap_label(pair: dict[str, Any], checks: dict[tuple[str, str], dict[str, boo
     rejected = checks.get((pair["prompt_id"], pair["rejected"]))
     if chosen is None or rejected is None:
         return "?"
-    return str(Fraction(sum(chosen.values()), len(chosen)) - Fraction(sum(rejected.values()), len(rejected)))
+    return str(_met(chosen) - _met(rejected))
+
+
+def _met(checks: dict[str, bool]) -> Fraction:
+    """The exact share of its constraints an answer meets."""
+    return Fraction(sum(checks.values()), len(checks))
 
 
 def difference(cells: list[CellPairs], name: str, baseline: str) -> dict[str, Any] | None:

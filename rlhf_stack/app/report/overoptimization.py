@@ -7,7 +7,6 @@ the reference summed per sequence (`kl_seq_k1`).
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from rlhf_stack.core.markdown import DASH
 from rlhf_stack.core.markdown import fmt as _fmt
 from rlhf_stack.core.markdown import table as _table
 from rlhf_stack.core.overoptimization import turning_point
+from rlhf_stack.core.records import read_json_lines
 
 WINDOW_ITERS = 3  # trailing mean of the turning-point rule
 KL_KEY = "kl_seq_k1"
@@ -62,10 +62,6 @@ def overoptimization_section(view: RunView, out: Path) -> list[str]:
     return lines
 
 
-def _read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
 def sweep_overoptimization_section(points: dict[str, dict[int, Path]], out: Path) -> list[str]:
     """Sweeps: per grid point and policy, gold per iteration as a mean over seeds with its 95% interval, and the
     turning point of each seed; `points` maps a grid point's label to its cells' folders by seed."""
@@ -74,7 +70,7 @@ def sweep_overoptimization_section(points: dict[str, dict[int, Path]], out: Path
         per_policy: dict[str, dict[int, dict[str, list[float]]]] = {}
         for seed, folder in by_seed.items():
             for metrics in sorted((folder / "s3_ppo").glob("*/metrics.jsonl")):
-                if (s := overopt_series(_read_metrics(metrics))) is not None:
+                if (s := overopt_series(read_json_lines(metrics, missing_ok=True))) is not None:
                     per_policy.setdefault(metrics.parent.name, {})[seed] = s
         if not per_policy:
             continue

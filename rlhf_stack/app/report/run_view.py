@@ -13,6 +13,7 @@ from rlhf_stack.core.markdown import DASH
 from rlhf_stack.core.markdown import fmt as _fmt
 from rlhf_stack.core.markdown import table as _table
 from rlhf_stack.core.pipeline import job_states
+from rlhf_stack.core.records import read_json_lines
 
 REPORT_DIR = "report"
 STAND_IN = "†"
@@ -57,9 +58,9 @@ def read_run(run_dir: Path) -> RunView:
             if rel == "s1_synthesize":
                 view.s1 = json.loads((folder / "stats.json").read_text())
             elif parts[0] == "s2_distill":
-                view.distill[parts[1]] = (view.manifests[rel], _jsonl(folder / "metrics.jsonl"))
+                view.distill[parts[1]] = (view.manifests[rel], read_json_lines(folder / "metrics.jsonl", missing_ok=True))
             elif parts[0] == "s3_ppo":
-                view.ppo[parts[1]] = (view.manifests[rel], _jsonl(folder / "metrics.jsonl"))
+                view.ppo[parts[1]] = (view.manifests[rel], read_json_lines(folder / "metrics.jsonl", missing_ok=True))
             elif parts[:2] == ["s4_evaluate", "rm"]:
                 view.rm_eval[parts[2]] = json.loads((folder / "results.json").read_text())
             elif parts[:2] == ["s4_evaluate", "policy"]:
@@ -67,12 +68,6 @@ def read_run(run_dir: Path) -> RunView:
         except (OSError, ValueError) as e:
             view.notes.append(f"`{rel}` is finished but could not be read ({type(e).__name__}: {e}).")
     return view
-
-
-def _jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def row_names(view: RunView) -> list[str]:
