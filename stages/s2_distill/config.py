@@ -65,6 +65,9 @@ class DistillConfig(StrictModel):
     max_grad_norm: float = Field(1.0, gt=0)
     epochs: float = Field(1.0, gt=0)
     held_out_fraction: float = Field(0.1, ge=0, lt=1)  # share of prompts kept out of training, same for all variants
+    # learning curves: train on this share of the prompts not held out (the same prompts for every variant; a
+    # smaller share is a subset of a larger one); 1: all of them
+    train_prompt_fraction: float = Field(1.0, gt=0, le=1)
     group_by_length: bool = True  # batch pairs of similar length together (less padding, faster)
     # A micro-batch's rows go through the backbone in length-sorted halves (and halves of those) while a split
     # pads at least this share of the tokens fewer; 1: always one pass. None: 0.1 on CPU (measured fastest); one

@@ -65,5 +65,16 @@ def loss_margin(pair: PairText, variant: VariantConfig) -> float | None:
 def is_held_out(record_id: str, fraction: float, seed: int) -> bool:
     """A seeded hash of the prompt id decides, so every variant holds out the same prompts. The hash is salted: the
     prompt splits rank prompts by the unsalted one, so the synthesis split would otherwise be held out whole."""
-    digest = hashlib.sha256(f"{seed}:held_out:{record_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+    return _uniform(record_id, "held_out", seed) < fraction
+
+
+def in_training_share(record_id: str, fraction: float, seed: int) -> bool:
+    """Whether a prompt is in the share of training prompts used (`distill.train_prompt_fraction`): a hash with its
+    own salt, so the share is drawn independently of the held-out prompts, is the same for every variant, and a
+    smaller share is a subset of a larger one (a learning curve adds prompts, it does not swap them)."""
+    return _uniform(record_id, "train_share", seed) < fraction
+
+
+def _uniform(record_id: str, salt: str, seed: int) -> float:
+    digest = hashlib.sha256(f"{seed}:{salt}:{record_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64

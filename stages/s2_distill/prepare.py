@@ -13,7 +13,7 @@ from rlhf_stack.core.records import PreferenceRecord, TeacherAnswer
 from rlhf_stack.core.topk_store import read_topk
 from stages.s2_distill.config import DistillConfig
 from stages.s2_distill.encode import encode_answers, encode_pairs
-from stages.s2_distill.pairs import PairText, is_held_out, loss_margin, pair_of, select_pairs
+from stages.s2_distill.pairs import PairText, in_training_share, is_held_out, loss_margin, pair_of, select_pairs
 from stages.s2_distill.settings import TrainData
 from stages.s2_distill.batching import total_steps
 
@@ -29,7 +29,8 @@ def prepare_data(records: list[PreferenceRecord], tokenizer: Any, cfg: DistillCo
     vcfg = cfg.variants[variant]
     pairs, records_without_pairs = select_pairs(records, vcfg)
     held = {r.id for r in records if is_held_out(r.id, cfg.held_out_fraction, seed)}
-    train_text = [p for p in pairs if p.id not in held]
+    train_text = [p for p in pairs
+                  if p.id not in held and in_training_share(p.id, cfg.train_prompt_fraction, seed)]
     answers = "topk" if vcfg.kl_weight > 0 else "sft" if vcfg.sft_weight > 0 else "none"
     train, stats = encode_pairs(tokenizer, train_text, [loss_margin(p, vcfg) for p in train_text],
                                 cfg.max_length_tokens, answers, partial(stored_topk, source))
@@ -49,10 +50,11 @@ def prepare_data(records: list[PreferenceRecord], tokenizer: Any, cfg: DistillCo
         raise RecipeError("distill", [Problem(
             "distill.pairs_per_step",
             f"variant {variant!r} has {len(train)} training pairs, fewer than pairs_per_step ({cfg.pairs_per_step})",
-            "lower pairs_per_step or held_out_fraction, or synthesize more pairs")])
+            "lower pairs_per_step or held_out_fraction, raise train_prompt_fraction, or synthesize more pairs")])
     summary: dict[str, Any] = {
         **vcfg.model_dump(mode="json"),
-        "train_pairs": len(train), "held_out_pairs": len(held_out[vcfg.pairs]), "held_out_prompts": len(held),
+        "train_pairs": len(train), "train_prompt_fraction": cfg.train_prompt_fraction,
+        "held_out_pairs": len(held_out[vcfg.pairs]), "held_out_prompts": len(held),
         "records_without_pairs": records_without_pairs, **stats.summary(),
         "steps": num_steps, "pairs_per_step": cfg.pairs_per_step,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps, "num_processes": cfg.num_processes,

@@ -31,7 +31,9 @@ TOKENIZER_SAMPLE = 16  # teacher answers re-tokenized by both tokenizers before 
 
 def jobs(recipe: RecipeView) -> list[Job]:
     cfg = recipe.section("distill")
-    shared = cfg.model_dump(mode="json", exclude=NOT_IN_KEY)
+    # train_prompt_fraction enters the key only below 1, so that adding the setting kept earlier runs' hashes
+    shared = cfg.model_dump(mode="json", exclude=NOT_IN_KEY | ({"train_prompt_fraction"}
+                                                               if cfg.train_prompt_fraction == 1.0 else set()))
     out = []
     for variant, vcfg in cfg.variants.items():
         key = {

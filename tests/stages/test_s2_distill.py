@@ -327,3 +327,33 @@ def test_too_few_pairs_for_one_step_is_a_recipe_error(tmp_path, s1_artifact):
     recipe = make_recipe(tmp_path, s1_artifact, {"binary_bt": BINARY_BT}, ["distill.pairs_per_step=64"])
     with pytest.raises(RecipeError, match=r"distill.pairs_per_step: .* fewer than pairs_per_step \(64\)"):
         distill(recipe, dry_run=True)
+
+
+def test_a_training_share_is_a_nested_subset_of_the_pairs_and_enters_the_key(tmp_path, s1_artifact, tiny_model):
+    """distill.train_prompt_fraction (learning curves): each share trains on a subset of the next larger share's
+    pairs, every variant on the same prompts; the default (1) leaves the job key as it was before the setting."""
+    from transformers import AutoTokenizer
+
+    import stages.s2_distill as s2
+    from stages.s2_distill.pairs import read_records
+    from stages.s2_distill.prepare import prepare_data
+
+    records = read_records(s1_artifact)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    trained_ids = {}
+    for fraction in (0.5, 1.0):
+        recipe = make_recipe(tmp_path / str(fraction), s1_artifact, {"rm_distiller": RM_DISTILLER,
+                                                                     "binary_bt": BINARY_BT},
+                             [f"distill.train_prompt_fraction={fraction}", "distill.pairs_per_step=2",
+                              "distill.micro_pairs_per_device=1"])
+        cfg = recipe.distill
+        for variant in cfg.variants:
+            data, info = prepare_data(records, tok, cfg, variant, s1_artifact, seed=0)
+            assert info["train_pairs"] == len(data.train) and info["train_prompt_fraction"] == fraction
+            trained_ids[(fraction, variant)] = {p.id for p in data.train}
+        key = s2.jobs(recipe)[0].key["distill"]
+        assert ("train_prompt_fraction" in key) == (fraction < 1)
+    # refined pairs exist for 7 of 8 records, initial pairs for all: each variant keeps its own pairs of the share
+    half, full = trained_ids[(0.5, "binary_bt")], trained_ids[(1.0, "binary_bt")]
+    assert half < full and 0.25 * len(full) < len(half) < 0.75 * len(full)
+    assert trained_ids[(0.5, "rm_distiller")] == half & trained_ids[(1.0, "rm_distiller")]

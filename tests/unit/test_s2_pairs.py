@@ -10,7 +10,7 @@ from rlhf_stack.core.sections import SplitFractions
 from stages.s2_distill.config import VariantConfig
 from stages.s2_distill.engine import lr_factor
 from stages.s2_distill.evaluate import pair_metrics, ranks, spearman
-from stages.s2_distill.pairs import is_held_out, loss_margin, pair_of, select_pairs
+from stages.s2_distill.pairs import in_training_share, is_held_out, loss_margin, pair_of, select_pairs
 from stages.s2_distill.settings import TrainSettings
 
 
@@ -66,6 +66,16 @@ def test_held_out_prompts_are_a_fraction_of_the_synthesis_split_not_all_of_it():
     synthesis = split_prompts(prompts, SplitFractions(synthesize=0.2, ppo=0.1, evaluate=0.05), seed=0)["synthesize"]
     held = [p for p in synthesis if is_held_out(p.id, 0.2, seed=0)]
     assert 0.1 * len(synthesis) < len(held) < 0.3 * len(synthesis)
+
+
+def test_training_shares_are_nested_and_drawn_apart_from_the_held_out_prompts():
+    ids = [f"p{i}" for i in range(2000)]
+    shares = {f: {i for i in ids if in_training_share(i, f, seed=0)} for f in (0.25, 0.5, 1.0)}
+    assert shares[0.25] < shares[0.5] < shares[1.0] == set(ids)  # a learning curve adds prompts, never swaps them
+    assert 400 < len(shares[0.25]) < 600 and 900 < len(shares[0.5]) < 1100
+    held = {i for i in ids if is_held_out(i, 0.5, seed=0)}
+    assert 150 < len(held & shares[0.25]) < 350  # independent draws: about half of the quarter is held out
+    assert shares[0.25] != {i for i in ids if in_training_share(i, 0.25, seed=1)}
 
 
 def test_spearman_by_hand():
