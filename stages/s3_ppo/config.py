@@ -16,9 +16,13 @@ from rlhf_stack.core.errors import Problem
 from rlhf_stack.core.hardware import local_device, usable_cpus
 from rlhf_stack.core.precision import ComputeUse, DType
 from rlhf_stack.core.recipe_view import RecipeView
+from stages.sandbox import constraints_path
 
 
 CRITIC_FREE = ("reinforce", "group_norm", "rloo")
+# A reserved PPO variant, not an RM: the noisy sandbox teacher (synthesize.verifier) scores every rollout directly,
+# the baseline of using the teacher instead of distilling it (docs/sandbox.md)
+DIRECT_JUDGE = "direct_judge"
 GROUP_BASELINES = ("group_norm", "rloo")  # need several samples per prompt
 
 
@@ -92,7 +96,8 @@ class OpenRLHFConfig(StrictModel):
 class PPOConfig(StrictModel):
     backend: Literal["local", "openrlhf"] = "local"
     policy: str  # model alias of the initial policy (also the reference model)
-    variants: list[str] | None = None  # RM variants to train a policy for; default: all of distill.variants
+    # RM variants to train a policy for, and optionally `direct_judge`; default: all of distill.variants
+    variants: list[str] | None = None
     # variant -> URL of a running `rlhf-stack serve-rm` for that RM: the route for an RM whose tokenizer differs
     # from the policy's (rewards then come from text, and a gae critic starts from the policy)
     reward_urls: dict[str, str] = {}
@@ -176,8 +181,13 @@ class PPOConfig(StrictModel):
         problems = []
         distill = recipe.section("distill")
         known = list(distill.variants) if distill is not None else []
+        if DIRECT_JUDGE in known:
+            problems.append(Problem(f"distill.variants.{DIRECT_JUDGE}", "the name is reserved for PPO with the "
+                                    "teacher as its reward", "rename the distill variant"))
         for i, variant in enumerate(self.variants or []):
-            if variant not in known:
+            if variant == DIRECT_JUDGE:
+                problems += self._direct_judge_problems(recipe, i)
+            elif variant not in known:
                 problems.append(Problem(f"ppo.variants.{i}", f"{variant!r} is not a distill variant",
                                         did_you_mean(variant, known) or f"known: {', '.join(known)}"))
         chosen = self.variants if self.variants is not None else known
@@ -195,4 +205,27 @@ class PPOConfig(StrictModel):
         if self.local.rollout_engine.backend == "openai":
             problems.append(Problem("ppo.local.rollout_engine.backend", "'openai' cannot serve the policy being "
                                     "trained", "use 'hf' or 'vllm'"))
+        return problems
+
+    def _direct_judge_problems(self, recipe: RecipeView, index: int) -> list[Problem]:
+        """`direct_judge` needs the sandbox: its prompts (with their constraints), its noisy teacher, the local
+        backend (the verifier runs in the trainer's process)."""
+        key = f"ppo.variants.{index}"
+        problems = []
+        synthesize = recipe.section("synthesize")
+        if synthesize is None or synthesize.verifier is None:
+            problems.append(Problem(key, f"{DIRECT_JUDGE!r} rewards rollouts with the sandbox teacher, and "
+                                    "synthesize.verifier is not configured",
+                                    "use sandbox prompts with `synthesize.verifier` (docs/sandbox.md), or drop "
+                                    f"{DIRECT_JUDGE!r}"))
+        elif not constraints_path(recipe.prompts_path).is_file():
+            problems.append(Problem(key, f"{DIRECT_JUDGE!r} needs sandbox prompts, and {recipe.prompts_path} has no "
+                                    f"constraints file beside it ({constraints_path(recipe.prompts_path).name})",
+                                    "point data.prompts at a sandbox prompt file (data/sandbox_prompts.jsonl)"))
+        if self.backend != "local":
+            problems.append(Problem(key, f"{DIRECT_JUDGE!r} runs only on the local backend",
+                                    "set ppo.backend: local, or drop it from ppo.variants"))
+        if DIRECT_JUDGE in self.reward_urls:
+            problems.append(Problem(f"ppo.reward_urls.{DIRECT_JUDGE}", "the direct judge needs no RM server",
+                                    "remove the entry"))
         return problems

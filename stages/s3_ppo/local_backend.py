@@ -29,10 +29,11 @@ from stages.s3_ppo.policy_forward import action_logprobs, critic_values
 from stages.s3_ppo.ppo_math import (
     advantages_and_returns, approx_kl, masked_mean, policy_loss, sequence_kl, value_loss, whiten,
 )
-from stages.s3_ppo.rewards import CheckpointReward, HttpReward
+from stages.s3_ppo.rewards import CheckpointReward, HttpReward, JudgeReward
 from stages.s3_ppo.rollout import Rollout, pack, render_prompts
 from stages.s3_ppo.rollout_engines import open_rollout_engine
 from stages.s3_ppo.value_models import load_value_model
+from stages.sandbox import Verifier
 
 log = logging.getLogger("rlhf_stack")
 STATE = "state"  # under the work dir: the latest resumable state
@@ -40,8 +41,19 @@ STATE = "state"  # under the work dir: the latest resumable state
 
 @dataclass(frozen=True)
 class RewardSource:
-    checkpoint: Path | None  # reward checkpoint sharing the policy's tokenizer, or
-    url: str | None  # an RM server (OpenRLHF remote-RM schema)
+    """Exactly one of: a reward checkpoint sharing the policy's tokenizer, an RM server (OpenRLHF remote-RM
+    schema), or the noisy sandbox teacher with the ids of the stage's prompts (variant `direct_judge`)."""
+
+    checkpoint: Path | None = None
+    url: str | None = None
+    judge: Verifier | None = None
+    prompt_ids: list[str] | None = None  # with `judge`: the id of each prompt passed to LocalPPO
+
+    def __post_init__(self):
+        if sum(x is not None for x in (self.checkpoint, self.url, self.judge)) != 1:
+            raise ValueError("RewardSource takes exactly one of checkpoint, url, judge")
+        if self.judge is not None and self.prompt_ids is None:
+            raise ValueError("RewardSource: a judge needs the prompt ids")
 
 
 @dataclass(frozen=True)
@@ -96,9 +108,8 @@ class LocalPPO:
             source = state / "critic" if state else (reward.checkpoint or policy_dir)
             self.critic = load_value_model(source, dtype=torch.float32, device=self.device,
                                            zero_head=not state and reward.checkpoint is None)
-        self.reward = (CheckpointReward(reward.checkpoint, device=self.device, dtype=self.dtype,
-                                        micro_batch_samples=local.micro_batch_samples)
-                       if reward.checkpoint is not None else HttpReward(reward.url, self.tokenizer))
+        self.reward = _reward(reward, self.tokenizer, device=self.device, dtype=self.dtype,
+                              micro_batch_samples=local.micro_batch_samples)
         betas = (0.9, 0.95)
         self.actor_opt = torch.optim.AdamW(self.policy.parameters(), lr=cfg.actor_lr, betas=betas, weight_decay=0.0)
         self.critic_opt = (torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, betas=betas,
@@ -124,7 +135,8 @@ class LocalPPO:
         return [i for i in chosen for _ in range(self.cfg.samples_per_prompt)]
 
     @torch.no_grad()
-    def _experience(self, rollout: Rollout) -> tuple[Experience, dict]:
+    def _experience(self, rollout: Rollout, prompt_indices: list[int]) -> tuple[Experience, dict]:
+        """Scores, KL and advantages of a rollout; `prompt_indices`: each sample's prompt in the stage's list."""
         cfg, micro = self.cfg, self.cfg.local.micro_batch_samples
         T = rollout.action_mask.size(1)
         logp, ref_logp, entropy, values = [], [], [], []
@@ -142,7 +154,7 @@ class LocalPPO:
         old_logp = torch.cat(logp)
         kl = approx_kl(old_logp, torch.cat(ref_logp), cfg.kl_estimator) if self.ref is not None \
             else torch.zeros_like(old_logp)
-        raw_scores = self.reward(rollout)
+        raw_scores = self.reward(rollout, prompt_indices)
         scores = whiten(raw_scores) if cfg.whiten_rewards else raw_scores
         value_tensor = torch.cat(values) if values else None
         advantages, returns = advantages_and_returns(
@@ -252,11 +264,12 @@ class LocalPPO:
             responses, reasons = engine.generate(prompts, seed=self._iteration_seed(iteration))
         rollout = pack([p.token_ids for p in prompts], responses, reasons, pad if pad is not None else eos)
         rollout_s = time.perf_counter() - start
+        sources = [self.source_index[i] for i in batch]
         with self._autocast():
-            exp, stats = self._experience(rollout)
+            exp, stats = self._experience(rollout, sources)
         if self.gold is not None:  # the same rollouts scored by the exact verifier (sandbox prompts only)
             texts = self.tokenizer.batch_decode([list(r) for r in rollout.response_ids], skip_special_tokens=True)
-            stats.update(self.gold([self.source_index[i] for i in batch], texts))
+            stats.update(self.gold(sources, texts))
         train_start = time.perf_counter()
         with self._autocast():
             stats.update(self._update(exp, iteration))
@@ -292,6 +305,15 @@ class LocalPPO:
     def save_policy(self, folder: Path) -> None:
         self.policy.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
+
+
+def _reward(source: RewardSource, tokenizer, *, device: torch.device, dtype: torch.dtype,
+            micro_batch_samples: int):
+    if source.checkpoint is not None:
+        return CheckpointReward(source.checkpoint, device=device, dtype=dtype, micro_batch_samples=micro_batch_samples)
+    if source.url is not None:
+        return HttpReward(source.url, tokenizer)
+    return JudgeReward(source.judge, source.prompt_ids, tokenizer)
 
 
 def _latest_state(work_dir: Path) -> Path | None:

@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from rlhf_stack.core.records import read_json_lines
+
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 _NOT_SCALARS = ("iteration", "episode")
@@ -46,5 +48,4 @@ class MetricsLog:
 
 
 def read_metrics(out_dir: Path) -> list[dict]:
-    path = out_dir / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return read_json_lines(out_dir / METRICS_FILE, missing_ok=True)

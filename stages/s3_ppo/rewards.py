@@ -1,5 +1,7 @@
-"""Where the local backend's rewards come from: a reward checkpoint in-process, or an RM server over HTTP.
+"""Where the local backend's rewards come from: a reward checkpoint in-process, an RM server over HTTP, or (on
+sandbox prompts) the noisy teacher itself.
 
+Each source is called with the rollout and the index of each sample's prompt in the stage's prompt list.
 The HTTP route speaks OpenRLHF's remote-RM schema (what `rlhf-stack serve-rm` serves): the server receives the
 decoded text of prompt + response, so the RM may use another tokenizer than the policy.
 """
@@ -17,6 +19,7 @@ import torch
 from rlhf_stack.core.errors import EngineError
 from stages.s3_ppo.rollout import Rollout
 from stages.s3_ppo.value_models import load_value_model, sequence_rewards
+from stages.sandbox import Verifier
 
 
 class CheckpointReward:
@@ -27,7 +30,7 @@ class CheckpointReward:
         self.device = device
         self.micro_batch_samples = micro_batch_samples
 
-    def __call__(self, rollout: Rollout) -> torch.Tensor:
+    def __call__(self, rollout: Rollout, prompt_indices: list[int]) -> torch.Tensor:
         """[b] reward of each sample (float32, CPU)."""
         parts = []
         for start in range(0, rollout.sequences.size(0), self.micro_batch_samples):
@@ -35,6 +38,19 @@ class CheckpointReward:
             parts.append(sequence_rewards(self.model, rollout.sequences[rows].to(self.device),
                                           rollout.attention_mask[rows].to(self.device)).cpu())
         return torch.cat(parts)
+
+
+class JudgeReward:
+    """Scores each rollout with the noisy sandbox teacher's direct 1-10 score of the response text
+    (`Verifier.pointwise_score`): the teacher used as the reward instead of an RM distilled from it."""
+
+    def __init__(self, judge: Verifier, prompt_ids: list[str], tokenizer):
+        self.judge, self.prompt_ids, self.tokenizer = judge, prompt_ids, tokenizer
+
+    def __call__(self, rollout: Rollout, prompt_indices: list[int]) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode([list(r) for r in rollout.response_ids], skip_special_tokens=True)
+        return torch.tensor([self.judge.pointwise_score(self.prompt_ids[i], t)
+                             for i, t in zip(prompt_indices, texts, strict=True)], dtype=torch.float32)
 
 
 class HttpReward:
@@ -48,7 +64,7 @@ class HttpReward:
         self.timeout_s = timeout_s
         self.attempts = attempts
 
-    def __call__(self, rollout: Rollout) -> torch.Tensor:
+    def __call__(self, rollout: Rollout, prompt_indices: list[int]) -> torch.Tensor:
         # The text OpenRLHF's rollout workers send: prompt + response ids decoded with special tokens kept.
         queries = [self.tokenizer.decode(list(p) + list(r), skip_special_tokens=False)
                    for p, r in zip(rollout.prompt_ids, rollout.response_ids)]

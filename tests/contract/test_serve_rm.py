@@ -79,7 +79,7 @@ def queries(reward_checkpoint):
 def _local_rewards(reward_checkpoint, queries) -> torch.Tensor:
     rollout = pack([q[0][:1] for q in queries], [q[0][1:] for q in queries], ["stop"] * len(queries), pad_id=3)
     return CheckpointReward(reward_checkpoint, device=torch.device("cpu"), dtype=torch.float32,
-                            micro_batch_samples=8)(rollout)
+                            micro_batch_samples=8)(rollout, list(range(len(queries))))
 
 
 def test_openrlhf_client_gets_the_local_rewards(server, reward_checkpoint, queries):
@@ -126,5 +126,6 @@ def test_the_local_backend_remote_route_scores_rollouts_like_the_checkpoint(serv
     prompt_lens = [len(tok(q[2], add_special_tokens=False)["input_ids"]) for q in queries]
     rollout = pack([q[0][:n] for q, n in zip(queries, prompt_lens)], [q[0][n:] for q, n in zip(queries, prompt_lens)],
                    ["stop"] * len(queries), pad_id=tok.pad_token_id)
-    remote = HttpReward(f"{server}/get_reward", tok, queries_per_request=3)(rollout)
+    remote = HttpReward(f"{server}/get_reward", tok, queries_per_request=3)(rollout,
+                                                                     list(range(len(queries))))
     torch.testing.assert_close(remote, _local_rewards(reward_checkpoint, queries), rtol=0, atol=1e-5)

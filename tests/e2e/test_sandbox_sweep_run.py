@@ -139,7 +139,24 @@ def test_ppo_logs_gold_reward_and_sequence_kl_every_iteration(sweep_run):
                 assert r["gold_mean"] == pytest.approx(1 + 9 * r["compliance_mean"])
                 assert r["kl_seq_k3"] >= 0 and "kl_seq_k1" in r
     report = (sweep_run / "report" / "report.md").read_text()
-    assert "## Over-optimization (sandbox)" in report and all(f"| {v} | seed 0: " in report for v in VARIANTS)
+    assert "## Over-optimization (sandbox)" in report
+    assert all(f"| {v} | seed 0: " in report for v in (*VARIANTS, "direct_judge"))
+
+
+def test_the_direct_judge_trains_a_policy_that_is_evaluated_and_compared(sweep_run):
+    """ppo variant direct_judge: no RM, the noisy teacher scores the rollouts; it is evaluated like any policy and
+    the sweep report gives its paired difference to the baseline."""
+    for cell in CELLS:
+        records = jsonl(sweep_run / "cells" / cell / "s3_ppo" / "direct_judge" / "metrics.jsonl")
+        assert records and all(1 <= r["reward_mean"] <= 10 for r in records)  # the teacher's 1-10 scale
+        assert not (sweep_run / "cells" / cell / "s2_distill" / "direct_judge").exists()
+    summary = json.loads((sweep_run / "report" / "summary.json").read_text())
+    compliance = {c: json.loads((sweep_run / "cells" / c / "s4_evaluate" / "policy" / name / "results.json")
+                                .read_text())["compliance"]["mean_compliance"]
+                  for c in CELLS for name in ("direct_judge",)}
+    assert list(summary["metrics"]["compliance"]["all cells"]["direct_judge"]["values"].values()) == \
+        pytest.approx([compliance[c] for c in CELLS])
+    assert "direct_judge" in summary["differences"]["compliance"]["all cells"]
 
 
 def test_the_aggregate_report_is_computed_from_the_cells(sweep_run):
@@ -178,6 +195,7 @@ def test_the_natural_pair_difference_covers_seeds_and_prompts(sweep_run):
     row = next(line for line in report.splitlines() if line.startswith(f"| all cells | {VARIANTS[0]} - "))
     assert f"| {100 * d['mean']:+.1f} |" in row and f"{d['items']} / {d['prompts']} / 2" in row
 
+
 def test_a_second_run_skips_every_cell_and_status_lists_them(sweep_run, capsys):
     manifests = sorted(sweep_run.glob("cells/*/**/manifest.json"))
     before = {p: p.read_text() for p in manifests}
@@ -186,8 +204,9 @@ def test_a_second_run_skips_every_cell_and_status_lists_them(sweep_run, capsys):
     capsys.readouterr()
     assert main(["status", str(sweep_run)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    # per cell: 4 jobs per variant, and ground_truth, the initial policy's evaluation and the best-of-N direct judge
-    assert len(lines) == len(manifests) == 2 * len(load_recipe(RECIPE).distill.variants) * 4 + 2 * 4
+    # per cell: 4 jobs per RM variant, 2 for the direct_judge policy (PPO, evaluation), and synthesize,
+    # ground_truth, the initial policy's evaluation and the best-of-N direct judge
+    assert len(lines) == len(manifests) == 2 * (len(load_recipe(RECIPE).distill.variants) * 4 + 2 + 4)
     assert all(line.split()[-1] == "done" for line in lines)
     assert main(["status", str(sweep_run), "--verify"]) == 0  # cells copied from earlier cells check out too
     assert capsys.readouterr().out.splitlines() == lines

@@ -13,10 +13,12 @@ from rlhf_stack.core.artifacts import read_manifest
 from rlhf_stack.core.errors import ArtifactError
 from rlhf_stack.app.runner import run_recipe
 from stages.s3_ppo.config import PPOConfig
+from stages.s3_ppo.gold import VerifierGold
 from stages.s3_ppo.local_backend import LocalPPO, RewardSource
 from stages.s3_ppo.metrics import MetricsLog, read_metrics
 from test_s3_support import build_frequency_rm, publish_reward_models
 from stages.s3_ppo.value_models import check_reward_checkpoint
+from stages.sandbox import NoiseConfig, Verifier, load_sandbox_prompts, write_sandbox_prompts
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPTS = [json.loads(line)["prompt"] for line in (REPO / "recipes/data/tiny_prompts.jsonl").read_text().splitlines()]
@@ -53,6 +55,36 @@ def test_mean_reward_rises_and_kl_stays_finite(tiny_policy, frequency_rm, tmp_pa
     assert all(r["kl_seq_k3"] >= 0 and math.isfinite(r["kl_seq_k1"]) for r in records)
     assert records[-1]["kl_seq_k3"] > 0
     assert ("value_loss" in records[-1]) == (estimator == "gae")
+
+
+@pytest.mark.parametrize("flip_prob, estimator", [(0.0, "reinforce"), (1.0, "gae")])
+def test_direct_judge_rewards_are_the_noisy_teachers_scores(tiny_policy, tmp_path, flip_prob, estimator):
+    """Variant direct_judge: each rollout's reward is the teacher's pointwise score of its text. Without Gaussian
+    noise that is the exact true score (flip 0) or its mirror 11 - score (flip 1), per sample, so the iteration's
+    mean reward must equal the gold mean (or 11 minus it) that the exact verifier logs for the same rollouts."""
+    prompts_file, _ = write_sandbox_prompts(tmp_path / "sandbox.jsonl", seed=0, count=8)
+    sandbox = load_sandbox_prompts(prompts_file)
+    ids = list(sandbox)
+    noise = NoiseConfig(flip_prob=flip_prob, score_sigma_points=0.0, position_bias_points=2.0)  # no pointwise bias
+    judge = Verifier.from_prompt_file(prompts_file, noise, seed=3)
+    cfg = PPOConfig(policy="policy", estimator=estimator, prompts_per_step=4, max_new_tokens=12, episodes=2,
+                    actor_lr=1e-3, critic_lr=1e-3)
+    trainer = LocalPPO(cfg, policy_dir=tiny_policy, reward=RewardSource(judge=judge, prompt_ids=ids),
+                       prompts=[p.prompt for p in sandbox.values()], work_dir=tmp_path / "_work", seed=0,
+                       cluster=None, gold=VerifierGold(Verifier.from_prompt_file(prompts_file), ids))
+    with MetricsLog(tmp_path, 0) as metrics:
+        trainer.run(metrics)
+    records = read_metrics(tmp_path)
+    assert len(records) == 4
+    for r in records:
+        assert r["reward_mean"] == pytest.approx(11 - r["gold_mean"] if flip_prob else r["gold_mean"], abs=1e-5)
+
+
+def test_a_reward_source_is_exactly_one_thing(tmp_path):
+    with pytest.raises(ValueError, match="exactly one"):
+        RewardSource(checkpoint=tmp_path, url="http://127.0.0.1:5000/get_reward")
+    with pytest.raises(ValueError, match="prompt ids"):
+        RewardSource(judge=Verifier({}))
 
 
 def test_a_killed_run_resumes_where_it_stopped(tiny_policy, frequency_rm, tmp_path):

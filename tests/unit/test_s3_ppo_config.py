@@ -7,12 +7,14 @@ from pydantic import ValidationError
 
 from rlhf_stack.core.errors import RecipeError
 from rlhf_stack.app.recipe import load_recipe
+from stages.s3_ppo import stage as ppo_stage
 from stages.s3_ppo.config import PPOConfig
 from stages.s3_ppo.openrlhf_args import LaunchPaths, gpus_needed, parse_step_line, to_argv
 from stages.s3_ppo.openrlhf_backend import dashboard_url, merge_runtime_envs
 from rlhf_stack.core.sections import ClusterConfig
 
 TINY = Path(__file__).resolve().parents[2] / "recipes" / "tiny.yaml"
+SANDBOX = TINY.with_name("sandbox_tiny.yaml")
 PATHS = LaunchPaths(policy=Path("/m/policy"), prompts=Path("/r/prompts.jsonl"), checkpoint=Path("/r/checkpoint"),
                     deepspeed_checkpoints=Path("/r/_work/ds"), tensorboard=Path("/r/tb"), reward_model=Path("/r/rm"))
 
@@ -45,6 +47,29 @@ def test_cross_section_rules_name_the_key_and_a_fix():
     assert "ppo.reward_urls.nope: not a variant this stage trains" in text
     assert "ppo.whiten_rewards: the openrlhf backend cannot whiten rewards" in text
     assert "ppo.local.rollout_engine.backend: 'openai' cannot serve the policy" in text
+
+
+def test_direct_judge_is_a_policy_without_an_rm_and_needs_the_sandbox():
+    recipe = load_recipe(SANDBOX, ["ppo.variants=[binary_bt, direct_judge]"])
+    jobs = {j.folder: j for j in ppo_stage.jobs(recipe)}
+    assert jobs["s3_ppo/binary_bt"].inputs == ("s2_distill/binary_bt",)
+    assert jobs["s3_ppo/direct_judge"].inputs == ()  # no RM to wait for
+    assert jobs["s3_ppo/direct_judge"].key["judge_noise"] == recipe.synthesize.verifier.noise.model_dump(mode="json")
+    noisier = load_recipe(SANDBOX, ["ppo.variants=[direct_judge]", "synthesize.verifier.noise.flip_prob=0.4"])
+    assert ppo_stage.jobs(noisier)[0].key != jobs["s3_ppo/direct_judge"].key  # the teacher's noise is its reward
+
+    with pytest.raises(RecipeError) as err:
+        load_recipe(TINY, ["ppo.variants=[direct_judge]"])
+    assert "ppo.variants.0: 'direct_judge' rewards rollouts with the sandbox teacher, and synthesize.verifier is " \
+           "not configured" in str(err.value)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(SANDBOX, ["ppo.variants=[direct_judge]", "ppo.backend=openrlhf",
+                              "ppo.reward_urls={direct_judge: http://127.0.0.1:1}"])
+    assert "ppo.variants.0: 'direct_judge' runs only on the local backend" in str(err.value)
+    assert "ppo.reward_urls.direct_judge: the direct judge needs no RM server" in str(err.value)
+    with pytest.raises(RecipeError, match="distill.variants.direct_judge: the name is reserved"):
+        load_recipe(SANDBOX, ["distill.variants.direct_judge={pairs: initial, margin: none, objective: bt, "
+                                      "sft_weight: 0, kl_weight: 0}"])
 
 
 def test_argv_carries_the_recipe_values():

@@ -92,6 +92,16 @@ ACC = {  # (flip, seed) -> (rm_distiller, binary_bt) ground-truth pair accuracy
 }
 
 
+def run_folder(tmp_path: Path, path: Path) -> Path:
+    """A run folder that `rlhf-stack report` reads as a run of the recipe at `path` (cells still to be finished)."""
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    (run / "recipe.resolved.yaml").write_text(path.read_text())
+    (run / "run.json").write_text(json.dumps({"recipe": str(path), "base_dir": str(REPO / "recipes"),
+                                              "overrides": []}))
+    return run
+
+
 def finish(folder: Path, rel: str, files: dict, summary=None) -> None:
     for name, content in files.items():
         (folder / rel / name).parent.mkdir(parents=True, exist_ok=True)
@@ -105,11 +115,7 @@ def test_the_sweep_report_aggregates_the_cells_over_seeds(tmp_path):
 
     path = recipe_file(tmp_path, {"seeds": [0, 1, 2], "grid": {FLIP: [0.0, 0.3]}, "baseline": "binary_bt"})
     recipe = load_recipe(path)
-    run = tmp_path / "run"
-    (run / "recipe.resolved.yaml").parent.mkdir(parents=True)
-    (run / "recipe.resolved.yaml").write_text(path.read_text())
-    (run / "run.json").write_text(json.dumps({"recipe": str(path), "base_dir": str(REPO / "recipes"),
-                                              "overrides": []}))
+    run = run_folder(tmp_path, path)
     for cell in sweep_cells(recipe):
         flip = cell.values[FLIP]
         for variant, acc in zip(("rm_distiller", "binary_bt"), ACC[(flip, cell.seed)]):
@@ -141,3 +147,20 @@ def statistics_sd(values):
     import statistics
 
     return statistics.stdev(values)
+
+
+def test_a_learning_curve_sweep_lists_each_rms_training_pairs_per_grid_point(tmp_path):
+    grid = {"distill.train_prompt_fraction": [0.5, 1.0]}
+    path = recipe_file(tmp_path, {"seeds": [0, 1], "grid": grid, "baseline": "binary_bt"})
+    recipe = load_recipe(path)
+    run = run_folder(tmp_path, path)
+    for cell in sweep_cells(recipe):
+        pairs = int(40 * cell.values["distill.train_prompt_fraction"]) + cell.seed  # 20/21 and 40/41
+        for variant in ("rm_distiller", "binary_bt"):
+            finish(cell.run_dir, f"s2_distill/{variant}", {}, summary={"train_pairs": pairs, "steps": pairs // 2})
+    text = write_report(run).read_text()
+    assert "## Training pairs per grid point" in text
+    assert "| train_prompt_fraction=0.5 | 20.5 / 10.0 | 20.5 / 10.0 |" in text
+    assert "| train_prompt_fraction=1.0 | 40.5 / 20.0 | 40.5 / 20.0 |" in text
+    no_grid = recipe_file(tmp_path, {"seeds": [0, 1], "grid": {FLIP: [0.0]}})
+    assert "Training pairs" not in write_report(run_folder(tmp_path, no_grid)).read_text()

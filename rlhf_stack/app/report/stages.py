@@ -27,7 +27,8 @@ def ppo_section(view: RunView, out: Path) -> list[str]:
                 panels[panel][v] = ([p[0] for p in pts], [p[1] for p in pts])
     if any(panels.values()):
         plots.curves(out / "ppo_rewards.png", "PPO: reward and KL per iteration", panels, "iteration")
-        lines += ["Rewards come from each variant's own RM, so their levels are not comparable across variants.", "",
+        lines += ["Rewards come from each variant's own RM (`direct_judge`: the sandbox teacher's 1-10 score), so "
+                  "their levels are not comparable across variants.", "",
                   "![PPO reward curves](ppo_rewards.png)", ""]
     return lines
 

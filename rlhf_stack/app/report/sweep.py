@@ -80,14 +80,14 @@ def grid_points(cells: list[Cell]) -> dict[str, list[Cell]]:
 def collect(run_dir: Path, recipe: RecipeBase, cells: list[Cell]) -> dict[str, Any]:
     """summary.json: per metric, grid point and variant the per-seed values, mean and interval; the differences."""
     variants = list(recipe.distill.variants) if recipe.distill else []
+    policies = (recipe.ppo.variants if recipe.ppo and recipe.ppo.variants is not None else variants) + [INITIAL]
     points = grid_points(cells)
     raw: dict[str, dict[str, dict[str, dict[int, float]]]] = {m.key: {} for m in METRICS}
     for label, members in points.items():
         for cell in members:
             folder = run_dir / CELLS / cell.name
             for m in METRICS:
-                names = variants + ([INITIAL] if m.kind == "policy" else [])
-                for name in names:
+                for name in policies if m.kind == "policy" else variants:
                     value = m.read(_source(folder, m, name))
                     if value is not None:
                         raw[m.key].setdefault(label, {}).setdefault(name, {})[cell.seed] = value
@@ -141,6 +141,7 @@ def write_sweep_report(run_dir: Path, recipe: RecipeBase) -> Path:
              f"({', '.join(map(str, sweep.seeds))}). Each number is the mean over seeds with its 95% t-interval "
              "in brackets (none from a single seed); accuracies and compliance in %.", ""]
     lines += _differences(summary) + natural_pairs_section(run_dir, recipe, points) + _seed_note(recipe)
+    lines += _training_pairs_section(run_dir, recipe, points)
     for m in METRICS:
         lines += _metric_section(m, summary, out, sweep.grid)
     lines += best_of_n_lines + sweep_overoptimization_section(folders, out)
@@ -195,6 +196,26 @@ def _seed_note(recipe: RecipeBase) -> list[str]:
             varies.append("the direct judge's noise draws in best-of-N")
     return ["## What varies with the seed", "", f"- Varies: {'; '.join(varies)}.",
             f"- Fixed across seeds: {'; '.join(fixed)}.", ""]
+
+
+def _training_pairs_section(run_dir: Path, recipe: RecipeBase, points: dict[str, list[Cell]]) -> list[str]:
+    """With a grid over a distill setting (a learning curve over distill.train_prompt_fraction, or epochs): the
+    training pairs and optimizer steps of each RM per grid point, the x axis the accuracy tables are read against."""
+    if not any(key.startswith("distill.") for key in recipe.sweep.grid) or not recipe.distill:
+        return []
+    variants = list(recipe.distill.variants)
+    rows = []
+    for label, members in points.items():
+        row = [label]
+        for name in variants:
+            found = [m.summary for m in (read_manifest(run_dir / CELLS / c.name / "s2_distill" / name)
+                                         for c in members) if m is not None]
+            row.append(f"{fmt(sum(s['train_pairs'] for s in found) / len(found), 1)} / "
+                       f"{fmt(sum(s['steps'] for s in found) / len(found), 1)}" if found else DASH)
+        rows.append(row)
+    return ["## Training pairs per grid point", "",
+            "Mean over seeds of each RM's training pairs / optimizer steps: read the accuracy tables below as "
+            "learning curves against these.", ""] + table(["grid point"] + variants, rows)
 
 
 def _metric_section(m: Metric, summary: dict[str, Any], out: Path, grid: dict[str, list]) -> list[str]:
