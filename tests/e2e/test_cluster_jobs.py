@@ -102,8 +102,11 @@ def test_a_job_past_its_timeout_is_stopped(cluster):
 
 def test_ctrl_c_stops_the_job(cluster, tmp_path):
     log_path = tmp_path / "job.log"
+    # A process started in the background by a non-interactive shell (as CI runners may start the tests) inherits
+    # SIGINT ignored, and Python then never raises KeyboardInterrupt: the follower restores it, as a terminal has it.
     follower = subprocess.Popen(
-        [PY, "-c", "import sys; from pathlib import Path; from ray_cluster.jobs import submit_and_wait; "
+        [PY, "-c", "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                   "from pathlib import Path; from ray_cluster.jobs import submit_and_wait; "
                    f"submit_and_wait({cluster.dashboard_url!r}, 'echo started && sleep 600', log_path=Path({str(log_path)!r}),"
                    " poll_s=0.5)"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -112,7 +115,7 @@ def test_ctrl_c_stops_the_job(cluster, tmp_path):
         assert follower.poll() is None and time.monotonic() < deadline, follower.communicate()[0]
         time.sleep(0.2)
     follower.send_signal(signal.SIGINT)
-    output, _ = follower.communicate(timeout=180)  # stopping waits up to 30 s, and a loaded dashboard answers slowly
+    output, _ = follower.communicate(timeout=90)  # stopping waits up to 30 s for the job to end
     assert follower.returncode != 0 and "KeyboardInterrupt" in output
     job_id = next(j.submission_id for j in JobClient(cluster.dashboard_url)._client.list_jobs()
                   if j.entrypoint == "echo started && sleep 600" and j.submission_id in output)
