@@ -1,4 +1,5 @@
-"""95% Student t intervals of a mean over seeds: every "mean [low, high]" the reports print comes from here."""
+"""95% Student t intervals of a mean over seeds: every "mean [low, high]" the reports print comes from here, and
+the variance parts that size the next experiment."""
 
 from __future__ import annotations
 
@@ -69,3 +70,51 @@ def seeds_and_prompts_interval(diffs: dict[int, list[float]], prompts: list[str]
     half = math.hypot(seed_half, prompt_half)
     out.update(seed_half=seed_half, prompt_half=prompt_half, half=half, low=mean - half, high=mean + half)
     return out
+
+
+def sizing(diffs: dict[int, list[float]], prompts: list[str]) -> dict[str, Any]:
+    """What sizes the next experiment, from the same inputs as `seeds_and_prompts_interval`.
+
+    - `between`, `within`: a one-way random-effects analysis of variance of the seed-averaged item differences by
+      prompt (unbalanced, method of moments): the variance of a prompt's true mean difference between prompts, and
+      of one item about its prompt's mean. With P prompts of m items each, the prompt part is about
+      1.96 * sqrt((between + within / m) / P) (`prompts_for_half_width`).
+    - `items_per_prompt`: the mean number of items of a prompt.
+    - `seed_sd`: the standard deviation of the per-seed mean differences; `pair_noise_sd`: what it would be if each
+      item's difference varied between seeds independently of every other item's. Where the two are alike, the
+      seed part is item-level noise, and more items narrow it as surely as more seeds.
+
+    Returns:
+        those five values; each is None where the data cannot give it (two prompts, items or seeds are needed).
+    """
+    seeds = sorted(diffs)
+    n_items = len(prompts)
+    out: dict[str, Any] = dict.fromkeys(["between", "within", "items_per_prompt", "seed_sd", "pair_noise_sd"])
+    if not seeds or not n_items:
+        return out
+    per_item = [sum(diffs[s][i] for s in seeds) / len(seeds) for i in range(n_items)]
+    groups: dict[str, list[float]] = {}
+    for prompt, d in zip(prompts, per_item):
+        groups.setdefault(prompt, []).append(d)
+    k = len(groups)
+    out["items_per_prompt"] = n_items / k
+    if 1 < k < n_items:
+        mean = sum(per_item) / n_items
+        ss_within = sum((x - sum(g) / len(g)) ** 2 for g in groups.values() for x in g)
+        ss_between = sum(len(g) * (sum(g) / len(g) - mean) ** 2 for g in groups.values())
+        within = ss_within / (n_items - k)
+        n0 = (n_items - sum(len(g) ** 2 for g in groups.values()) / n_items) / (k - 1)
+        out["within"] = within
+        out["between"] = max(0.0, (ss_between / (k - 1) - within) / n0)
+    if len(seeds) > 1:
+        per_seed = [sum(diffs[s]) / n_items for s in seeds]
+        seed_mean = sum(per_seed) / len(seeds)
+        out["seed_sd"] = math.sqrt(sum((v - seed_mean) ** 2 for v in per_seed) / (len(seeds) - 1))
+        item_var = [sum((diffs[s][i] - per_item[i]) ** 2 for s in seeds) / (len(seeds) - 1) for i in range(n_items)]
+        out["pair_noise_sd"] = math.sqrt(sum(item_var) / n_items / n_items)
+    return out
+
+
+def prompts_for_half_width(between: float, within: float, items_per_prompt: float, half: float) -> int:
+    """Prompts (each giving `items_per_prompt` items) whose prompt part of the 95% interval is `half`."""
+    return math.ceil((1.96 / half) ** 2 * (between + within / items_per_prompt))

@@ -8,7 +8,7 @@ import pytest
 
 from rlhf_stack.app.report.natural_pairs import (CellPairs, breakdown, difference, gap_distribution,
                                                  separating_kinds, verdict)
-from rlhf_stack.core.intervals import seeds_and_prompts_interval, t_interval
+from rlhf_stack.core.intervals import prompts_for_half_width, seeds_and_prompts_interval, sizing, t_interval
 
 
 def test_interval_by_hand():
@@ -58,6 +58,39 @@ def test_interval_covers_the_population_difference_where_seeds_alone_do_not():
     assert covered_by_seeds / experiments < 0.7
 
 
+def test_sizing_by_hand():
+    # seed-averaged items: a: 1, 1 (mean 1); b: 1, 0 (mean .5); c: 0, 0 (mean 0); grand mean .5
+    s = sizing({0: [1.0, 1.0, 1.0, 0.0, 0.0, 0.0], 1: [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]}, list("aabbcc"))
+    within = 0.5 / (6 - 3)  # squares about the prompt means over n - k
+    between = (2 * (0.25 + 0 + 0.25) / 2 - within) / 2  # (mean square between - within) / n0, n0 = 2
+    assert (s["within"], s["between"], s["items_per_prompt"]) == pytest.approx((within, between, 2.0))
+    assert s["seed_sd"] == 0.0 and s["pair_noise_sd"] == 0.0  # both seeds give the same verdicts
+    assert prompts_for_half_width(between, within, 2.0, 0.1) == math.ceil(19.6 ** 2 * (between + within / 2))
+    assert sizing({0: [1.0, 0.0]}, ["a", "b"])["seed_sd"] is None  # one seed; one item per prompt:
+    assert sizing({0: [1.0, 0.0]}, ["a", "b"])["between"] is None  # no within-prompt variance to tell apart
+
+
+def test_sizing_recovers_simulated_variance_parts_and_predicts_the_prompt_part():
+    """Pairs drawn around a per-prompt effect (variance .03) with pair noise (variance .1): the analysis recovers
+    both parts, and the prompt part it predicts for a four times larger experiment is the one that experiment
+    gets; seed noise that is pair-level shows up as sd over seeds close to sd from pair noise."""
+    rng = random.Random(1)
+
+    def experiment(n_prompts: int) -> tuple[dict[int, list[float]], list[str]]:
+        prompts = [f"p{c}" for c in range(n_prompts) for _ in range(6)]
+        effect = {p: rng.gauss(0, 0.03 ** 0.5) for p in dict.fromkeys(prompts)}
+        fixed = [effect[p] + rng.gauss(0, 0.1 ** 0.5) for p in prompts]
+        return {seed: [f + rng.gauss(0, 0.3) for f in fixed] for seed in range(5)}, prompts
+
+    diffs, prompts = experiment(400)
+    s = sizing(diffs, prompts)
+    assert s["between"] == pytest.approx(0.03, rel=0.3) and s["within"] == pytest.approx(0.1 + 0.09 / 5, rel=0.1)
+    assert s["seed_sd"] == pytest.approx(s["pair_noise_sd"], rel=0.5)
+    predicted = 1.96 * math.sqrt((s["between"] + s["within"] / 6) / 1600)
+    halves = [seeds_and_prompts_interval(*experiment(1600))["prompt_half"] for _ in range(3)]
+    assert sum(halves) / 3 == pytest.approx(predicted, rel=0.15)
+
+
 def test_gap_distribution_counts_every_pair_of_distinct_answers_ties_included():
     checks = {("p", "a"): {"lowercase": True, "title": True, "no_commas": True},
               ("p", "b"): {"lowercase": True, "title": False, "no_commas": True},
@@ -96,6 +129,7 @@ def test_difference_pairs_seeds_on_natural_pairs_and_the_verdict():
     d = difference(cells, "a", "b")
     assert (d["items"], d["seeds"], d["prompts"]) == (3, 2, 2)
     assert d["mean"] == pytest.approx((2 / 3 + 1 / 3) / 2)  # seed 0: +1, 0, +1; seed 1: +1, 0, 0
+    assert d["sizing"]["items_per_prompt"] == pytest.approx(1.5) and d["sizing"]["seed_sd"] is not None
     assert verdict({"mean": 0.05, "low": 0.01, "high": 0.09}) == "resolved: +5.0"
     assert verdict({"mean": 0.01, "low": -0.02, "high": 0.03}) == "null: no effect larger than 3.0"
     assert verdict({"mean": 0.01, "low": None, "high": None}) == "needs two seeds and two prompts"

@@ -17,12 +17,13 @@ from typing import Any
 from rlhf_stack.app.recipe import Cell, RecipeBase
 from rlhf_stack.app.sweep_config import CELLS
 from rlhf_stack.core.artifacts import read_manifest
-from rlhf_stack.core.intervals import seeds_and_prompts_interval
+from rlhf_stack.core.intervals import prompts_for_half_width, seeds_and_prompts_interval, sizing
 from rlhf_stack.core.markdown import DASH, fmt, table
 from rlhf_stack.core.records import read_json_lines
 
 GROUND_TRUTH = "s4_evaluate/ground_truth"
 NATURAL = "candidates"
+SIZING_HALF_POINTS = 1.5  # the prompt part the sizing table aims at: with a seed part of 1.3, a 2-point interval
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,8 @@ def _met(checks: dict[str, bool]) -> Fraction:
 
 def difference(cells: list[CellPairs], name: str, baseline: str) -> dict[str, Any] | None:
     """`name` - `baseline` natural-pair accuracy over the cells (the seeds of one grid point), with the interval of
-    `seeds_and_prompts_interval`; None unless every cell holds the same pairs and both RMs' verdicts."""
+    `seeds_and_prompts_interval` and, under "sizing", the parts of `sizing`; None unless every cell holds the same
+    pairs and both RMs' verdicts."""
     usable = [c for c in cells if name in c.right and baseline in c.right]
     if not usable:
         return None
@@ -131,7 +133,8 @@ def difference(cells: list[CellPairs], name: str, baseline: str) -> dict[str, An
                 or len(c.pairs) != len(usable[0].pairs):
             return None
     diffs = {c.seed: [float(c.right[name][i]) - float(c.right[baseline][i]) for i in natural] for c in usable}
-    return seeds_and_prompts_interval(diffs, [k[0] for k in keys])
+    prompts = [k[0] for k in keys]
+    return {**seeds_and_prompts_interval(diffs, prompts), "sizing": sizing(diffs, prompts)}
 
 
 def verdict(d: dict[str, Any]) -> str:
@@ -159,11 +162,12 @@ def natural_pairs_section(run_dir: Path, recipe: RecipeBase, points: dict[str, l
              "the number was sampled: the seeds (training and teacher noise) and the prompts the pairs come from "
              "(the pair set is the same for every seed, so an interval over seeds alone treats it as the whole "
              "population). Half-widths of each part are shown; docs/sandbox.md sizes an experiment from them.", ""]
-    rows = []
+    rows, sizes = [], []
     for label, members in by_point.items():
         for name in names:
             if name == baseline or (d := difference(members, name, baseline)) is None or d["mean"] is None:
                 continue
+            sizes.append([label, f"{name} - {baseline}"] + _sizing_cells(d["sizing"]))
             bounds = f"[{fmt(100 * d['low'], 1)}, {fmt(100 * d['high'], 1)}]" if d["low"] is not None else DASH
             rows.append([label, f"{name} - {baseline}", f"{100 * d['mean']:+.1f}", bounds,
                          _half(d["seed_half"]), _half(d["prompt_half"]),
@@ -171,6 +175,15 @@ def natural_pairs_section(run_dir: Path, recipe: RecipeBase, points: dict[str, l
     if rows:
         lines += table(["grid point", "difference", "mean", "95% interval", "± seeds", "± prompts",
                         "pairs / prompts / seeds", "verdict"], rows)
+        lines += [f"Sizing the next run (docs/sandbox.md, \"The power calculation\"): the variance (points²) of a "
+                  "prompt's mean difference between prompts and of one pair's about its prompt's mean; from them the "
+                  f"prompts with a natural pair that give a prompt part of ±{SIZING_HALF_POINTS:g} points, at this "
+                  "many pairs per prompt and at four times as many. Last, the standard deviation of the per-seed "
+                  "differences beside the one pair-level noise alone would give: where they are alike, more pairs "
+                  "narrow the seed part as surely as more seeds.", ""]
+        lines += table(["grid point", "difference", "var between prompts", "var within prompts", "pairs per prompt",
+                        f"prompts for ±{SIZING_HALF_POINTS:g}", "at 4x the pairs", "sd over seeds",
+                        "sd from pair noise"], sizes)
     gaps = gap_distribution(cells[0].checks)
     lines += ["### What the pairs are made of", "",
               f"Every two distinct held-out answers to one prompt ({gaps['pairs']} pairs), by the gap in the share of "
@@ -189,6 +202,16 @@ def natural_pairs_section(run_dir: Path, recipe: RecipeBase, points: dict[str, l
         rows = [[name] + [_accuracy(per_rm[name][group].get(k)) for k in keys] for name in names]
         lines += [f"Accuracy % (pairs judged), all cells pooled, {title}:", ""] + table(["reward model"] + keys, rows)
     return lines
+
+
+def _sizing_cells(s: dict[str, Any]) -> list[str]:
+    if s["between"] is None:
+        needed = [DASH, DASH]
+    else:
+        needed = [str(prompts_for_half_width(s["between"], s["within"], m, SIZING_HALF_POINTS / 100))
+                  for m in (s["items_per_prompt"], 4 * s["items_per_prompt"])]
+    return ([DASH if s[k] is None else fmt(1e4 * s[k], 0) for k in ("between", "within")]
+            + [fmt(s["items_per_prompt"], 1)] + needed + [_half(s["seed_sd"]), _half(s["pair_noise_sd"])])
 
 
 def _half(value: float | None) -> str:
