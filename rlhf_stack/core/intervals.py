@@ -116,5 +116,6 @@ def sizing(diffs: dict[int, list[float]], prompts: list[str]) -> dict[str, Any]:
 
 
 def prompts_for_half_width(between: float, within: float, items_per_prompt: float, half: float) -> int:
-    """Prompts (each giving `items_per_prompt` items) whose prompt part of the 95% interval is `half`."""
+    """Prompts (each giving `items_per_prompt` items, independent within the prompt; `math.inf` for the floor that
+    no number of items per prompt gets under) whose prompt part of the 95% interval is `half`."""
     return math.ceil((1.96 / half) ** 2 * (between + within / items_per_prompt))

@@ -66,6 +66,7 @@ def test_sizing_by_hand():
     assert (s["within"], s["between"], s["items_per_prompt"]) == pytest.approx((within, between, 2.0))
     assert s["seed_sd"] == 0.0 and s["pair_noise_sd"] == 0.0  # both seeds give the same verdicts
     assert prompts_for_half_width(between, within, 2.0, 0.1) == math.ceil(19.6 ** 2 * (between + within / 2))
+    assert prompts_for_half_width(between, within, math.inf, 0.1) == math.ceil(19.6 ** 2 * between)
     assert sizing({0: [1.0, 0.0]}, ["a", "b"])["seed_sd"] is None  # one seed; one item per prompt:
     assert sizing({0: [1.0, 0.0]}, ["a", "b"])["between"] is None  # no within-prompt variance to tell apart
 

@@ -7,6 +7,7 @@ RM's `s4_evaluate/rm/<name>/scores-ground_truth.jsonl` (its rewards of the pairs
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
@@ -178,11 +179,13 @@ def natural_pairs_section(run_dir: Path, recipe: RecipeBase, points: dict[str, l
         lines += [f"Sizing the next run (docs/sandbox.md, \"The power calculation\"): the variance (points²) of a "
                   "prompt's mean difference between prompts and of one pair's about its prompt's mean; from them the "
                   f"prompts with a natural pair that give a prompt part of ±{SIZING_HALF_POINTS:g} points, at this "
-                  "many pairs per prompt and at four times as many. Last, the standard deviation of the per-seed "
+                  "many pairs per prompt and at any number (the floor no number of answers per prompt gets under; "
+                  "extra pairs from more answers to a prompt share answers, so they narrow less than independent "
+                  "pairs would). Last, the standard deviation of the per-seed "
                   "differences beside the one pair-level noise alone would give: where they are alike, more pairs "
                   "narrow the seed part as surely as more seeds.", ""]
         lines += table(["grid point", "difference", "var between prompts", "var within prompts", "pairs per prompt",
-                        f"prompts for ±{SIZING_HALF_POINTS:g}", "at 4x the pairs", "sd over seeds",
+                        f"prompts for ±{SIZING_HALF_POINTS:g}", "at any pairs per prompt", "sd over seeds",
                         "sd from pair noise"], sizes)
     gaps = gap_distribution(cells[0].checks)
     lines += ["### What the pairs are made of", "",
@@ -209,7 +212,7 @@ def _sizing_cells(s: dict[str, Any]) -> list[str]:
         needed = [DASH, DASH]
     else:
         needed = [str(prompts_for_half_width(s["between"], s["within"], m, SIZING_HALF_POINTS / 100))
-                  for m in (s["items_per_prompt"], 4 * s["items_per_prompt"])]
+                  for m in (s["items_per_prompt"], math.inf)]
     return ([DASH if s[k] is None else fmt(1e4 * s[k], 0) for k in ("between", "within")]
             + [fmt(s["items_per_prompt"], 1)] + needed + [_half(s["seed_sd"]), _half(s["pair_noise_sd"])])
 
