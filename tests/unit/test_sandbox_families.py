@@ -96,10 +96,11 @@ def test_sidecar_problems_are_reported_with_the_fix(tmp_path):
         load_sandbox_prompts(prompts_file)
 
 
-def test_shipped_sandbox_prompts_are_what_the_generator_writes(tmp_path):
-    """recipes/data/sandbox_prompts*.jsonl were written by write_sandbox_prompts(seed=0, count=300); a change to
-    the tasks, constraints or sentences must regenerate them."""
-    shipped = REPO / "recipes/data/sandbox_prompts.jsonl"
-    fresh, fresh_sidecar = write_sandbox_prompts(tmp_path / "sandbox_prompts.jsonl", seed=0, count=300)
+@pytest.mark.parametrize("name, count", [("sandbox_prompts", 300), ("sandbox_power", 1000), ("sandbox_power2k", 2000)])
+def test_shipped_sandbox_prompts_are_what_the_generator_writes(tmp_path, name, count):
+    """recipes/data/<name>*.jsonl were written by write_sandbox_prompts(seed=0, count=count); a change to the tasks,
+    constraints or sentences must regenerate them."""
+    shipped = REPO / f"recipes/data/{name}.jsonl"
+    fresh, fresh_sidecar = write_sandbox_prompts(tmp_path / f"{name}.jsonl", seed=0, count=count)
     assert shipped.read_text() == fresh.read_text()
     assert constraints_path(shipped).read_text() == fresh_sidecar.read_text()
