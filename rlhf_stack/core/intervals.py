@@ -4,6 +4,7 @@ the variance parts that size the next experiment."""
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 from scipy.stats import t
@@ -54,12 +55,12 @@ def seeds_and_prompts_interval(diffs: dict[int, list[float]], prompts: list[str]
                            "high": None, "seeds": len(seeds), "items": n_items, "prompts": len(set(prompts))}
     if not seeds or not n_items:
         return out
-    per_item = [sum(diffs[s][i] for s in seeds) / len(seeds) for i in range(n_items)]
+    per_item = _per_item_means(diffs, seeds, n_items)
     mean = sum(per_item) / n_items
     out["mean"] = mean
     if len(seeds) < 2 or out["prompts"] < 2:
         return out
-    _, low, _ = t_interval([sum(diffs[s]) / n_items for s in seeds])
+    _, low, _ = t_interval(_per_seed_means(diffs, seeds, n_items))
     seed_half = mean - low
     residual_by_prompt: dict[str, float] = {}
     for prompt, d in zip(prompts, per_item):
@@ -92,7 +93,7 @@ def sizing(diffs: dict[int, list[float]], prompts: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = dict.fromkeys(["between", "within", "items_per_prompt", "seed_sd", "pair_noise_sd"])
     if not seeds or not n_items:
         return out
-    per_item = [sum(diffs[s][i] for s in seeds) / len(seeds) for i in range(n_items)]
+    per_item = _per_item_means(diffs, seeds, n_items)
     groups: dict[str, list[float]] = {}
     for prompt, d in zip(prompts, per_item):
         groups.setdefault(prompt, []).append(d)
@@ -107,9 +108,7 @@ def sizing(diffs: dict[int, list[float]], prompts: list[str]) -> dict[str, Any]:
         out["within"] = within
         out["between"] = max(0.0, (ss_between / (k - 1) - within) / n0)
     if len(seeds) > 1:
-        per_seed = [sum(diffs[s]) / n_items for s in seeds]
-        seed_mean = sum(per_seed) / len(seeds)
-        out["seed_sd"] = math.sqrt(sum((v - seed_mean) ** 2 for v in per_seed) / (len(seeds) - 1))
+        out["seed_sd"] = statistics.stdev(_per_seed_means(diffs, seeds, n_items))
         item_var = [sum((diffs[s][i] - per_item[i]) ** 2 for s in seeds) / (len(seeds) - 1) for i in range(n_items)]
         out["pair_noise_sd"] = math.sqrt(sum(item_var) / n_items / n_items)
     return out
@@ -119,3 +118,11 @@ def prompts_for_half_width(between: float, within: float, items_per_prompt: floa
     """Prompts (each giving `items_per_prompt` items, independent within the prompt; `math.inf` for the floor that
     no number of items per prompt gets under) whose prompt part of the 95% interval is `half`."""
     return math.ceil((1.96 / half) ** 2 * (between + within / items_per_prompt))
+
+
+def _per_item_means(diffs: dict[int, list[float]], seeds: list[int], n_items: int) -> list[float]:
+    return [sum(diffs[s][i] for s in seeds) / len(seeds) for i in range(n_items)]
+
+
+def _per_seed_means(diffs: dict[int, list[float]], seeds: list[int], n_items: int) -> list[float]:
+    return [sum(diffs[s]) / n_items for s in seeds]

@@ -24,7 +24,7 @@ from rlhf_stack.core.records import read_json_lines
 
 GROUND_TRUTH = "s4_evaluate/ground_truth"
 NATURAL = "candidates"
-SIZING_HALF_POINTS = 1.5  # the prompt part the sizing table aims at: with a seed part of 1.3, a 2-point interval
+SIZING_HALF_POINTS = 1.5  # the prompt part the sizing table aims at, leaving room for a seed part within 2 points
 
 
 @dataclass(frozen=True)
